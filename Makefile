@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine:
+#   make repro   the whole pipeline on the embedded default (offline, CPU, minutes)
+#   make test    the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install repro test test-all lint-snakemake clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+repro: $(STAMP)
+	$(BIN)/dvc repro
+	@echo "Report: $(CURDIR)/data/report/index.html (markdown: data/report/report.md)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint-snakemake: $(STAMP)
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf data/params data/datasets data/train data/generate data/evaluate data/report logs .snakemake

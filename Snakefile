@@ -1,0 +1,153 @@
+# The same DAG as dvc.yaml, for parallel and cluster runs. Commands, outputs and params sections
+# all come from pipeline/stages.py (a test checks that both tools agree).
+#
+#   snakemake --cores 2 all          # everything, as `dvc repro`
+#   snakemake --cores 2 train_all    # every training run
+#   snakemake --profile profiles/slurm all
+#
+# After a Snakemake run, record it for DVC with `dvc commit -f` (or `dvc exp save`).
+# Never run both tools at once in one workspace.
+import sys
+
+sys.path.insert(0, workflow.basedir)
+
+from ebm.config import ParamsError, load_params, load_raw, section
+from pipeline.stages import ALL_PARAMS, STAGES, fill
+
+configfile: "params.yaml"
+
+# Strict params, before any rule runs: a typo or wrong type stops here with the key named.
+PARAMS = load_params("params.yaml")
+if config != load_raw("params.yaml"):
+    raise ParamsError(
+        "snakemake --config/--configfile overrides are refused: they would never reach dvc.lock. "
+        "Edit params.yaml, or use `dvc exp run -S key=value`."
+    )
+
+OBJECTIVES = PARAMS.objectives
+DATASETS = PARAMS.datasets
+
+wildcard_constraints:
+    objective="|".join(OBJECTIVES),
+    dataset="|".join(DATASETS),
+
+
+def stage_sections(stage):
+    """The params sections a stage reads, as values: a change to them reruns the job (params trigger)."""
+    def get(wildcards):
+        names = [fill(s, **dict(wildcards.items())) for s in STAGES[stage].params]
+        if names == [ALL_PARAMS]:
+            return config
+        return {n: section(config, n) for n in names}
+    return get
+
+
+def shell_cmd(stage):
+    cmd = STAGES[stage].cmd
+    for w in ("objective", "dataset"):
+        cmd = cmd.replace("{" + w + "}", "{wildcards." + w + "}")
+    return cmd
+
+
+def code(stage):
+    return [d for d in STAGES[stage].deps if not d.startswith("data/")]
+
+
+def outputs(stage):
+    s = STAGES[stage]
+    return [directory(o) if not o.rsplit("/", 1)[-1].count(".") else o for o in s.declared_outputs()]
+
+
+rule all:
+    input:
+        "data/report",
+
+
+rule train_all:
+    input:
+        expand("data/train/{objective}/{dataset}/model.pt", objective=OBJECTIVES, dataset=DATASETS),
+
+
+rule params:
+    input:
+        code("params"),
+        "params.yaml",
+    output:
+        outputs("params"),
+    params:
+        sections=stage_sections("params"),
+    shell:
+        shell_cmd("params")
+
+
+rule data:
+    input:
+        code("data"),
+        "data/params/validated.txt",
+    output:
+        outputs("data"),
+    params:
+        sections=stage_sections("data"),
+    shell:
+        shell_cmd("data")
+
+
+rule train:
+    input:
+        code("train"),
+        "data/params/validated.txt",
+        "data/datasets/{dataset}",
+    output:
+        outputs("train"),
+    params:
+        sections=stage_sections("train"),
+    resources:
+        gpu=1,
+    shell:
+        shell_cmd("train")
+
+
+rule generate:
+    input:
+        code("generate"),
+        "data/params/validated.txt",
+        "data/train/{objective}/{dataset}/model.pt",
+    output:
+        outputs("generate"),
+    params:
+        sections=stage_sections("generate"),
+    resources:
+        gpu=1,
+    shell:
+        shell_cmd("generate")
+
+
+rule evaluate:
+    input:
+        code("evaluate"),
+        "data/params/validated.txt",
+        "data/train/{objective}/{dataset}/model.pt",
+        "data/datasets/{dataset}",
+    output:
+        outputs("evaluate"),
+    params:
+        sections=stage_sections("evaluate"),
+    resources:
+        gpu=1,
+    shell:
+        shell_cmd("evaluate")
+
+
+rule report:
+    input:
+        code("report"),
+        "data/params/validated.txt",
+        expand("data/evaluate/{objective}/{dataset}/metrics.json", objective=OBJECTIVES, dataset=DATASETS),
+        expand("data/generate/{objective}/{dataset}/grid.png", objective=OBJECTIVES, dataset=DATASETS),
+        expand("data/train/{objective}/{dataset}/history.csv", objective=OBJECTIVES, dataset=DATASETS),
+    output:
+        outputs("report"),
+    params:
+        sections=stage_sections("report"),
+    shell:
+        shell_cmd("report")

@@ -1,0 +1,1 @@
+"""Hybrid discriminative-generative classifiers: library."""

@@ -1,0 +1,304 @@
+"""Strict, typed loading of ``params.yaml``.
+
+``params.yaml`` is the one source of truth for DVC and Snakemake. Loading is strict, as in nanoGPT's
+config overrides: an unknown key, a missing key or a wrong type is an error that names the key. There
+are no defaults here: every tunable is written in ``params.yaml`` so that ``dvc params diff`` shows it.
+
+Each section is a frozen dataclass; :func:`load_params` validates the whole file and returns a
+:class:`Params`. A stage then reads only the sections it declares (see ``pipeline/stages.py``) and
+hashes exactly those with :func:`params_hash`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """``params.yaml`` is malformed; the message names the offending key."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sections
+
+OBJECTIVES = ("softmax", "jem")
+DATASETS = ("shapes", "cifar10", "cifar100", "svhn")
+OOD_SETS = ("textures", "interp", "noise", "cifar10", "cifar100", "svhn")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """One dataset. ``source``: ``procedural`` (the embedded ``shapes`` set, no files), ``torchvision``
+    (download when online, checksums verified) or ``local`` (folder of class subfolders or .tar.gz of them)."""
+    source: Literal["procedural", "torchvision", "local"]
+    n_train: int  # training images kept (0 = all); a stratified, seeded subset
+    n_test: int  # test images kept (0 = all)
+    n_ood: int  # images per OOD set (0 = as many as the test set)
+    ood: list[str]  # OOD sets written beside the dataset, names from OOD_SETS
+    seed: int  # seed of the procedural generator and of the subset selection
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Wide-ResNet as in the JEM code: pre-activation blocks, LeakyReLU, optional norm/dropout."""
+    arch: Literal["wrn"]
+    depth: int  # 6n+4 (10, 16, 28, ...)
+    width: int  # widen factor k: stage widths 16k, 32k, 64k
+    norm: Literal["none", "batch", "group", "instance"]
+    dropout: float  # dropout probability between the two convs of a block
+    leak: float  # LeakyReLU negative slope (JEM: 0.2)
+
+
+@dataclass(frozen=True)
+class TrainCommon:
+    """Settings shared by every objective."""
+    seed: int
+    steps: int  # optimizer steps
+    batch_size: int  # labelled images per step (cross-entropy branch)
+    optimizer: Literal["adam", "sgd"]
+    lr: float  # peak learning rate
+    momentum: float  # SGD momentum (ignored by Adam)
+    weight_decay: float
+    warmup_steps: int  # linear warm-up from 0 over this many steps
+    decay_at: list[float]  # fractions of `steps` at which lr is multiplied by `decay_factor`
+    decay_factor: float
+    data_noise: float  # std of Gaussian noise added to training images, in [-1, 1] pixel units
+    augment: bool  # reflect-pad 4 + random crop 32 + horizontal flip
+    diverge_threshold: float  # |loss| above this counts as divergence
+
+
+@dataclass(frozen=True)
+class SoftmaxConfig:
+    """Plain classifier: cross-entropy only."""
+    label_smoothing: float
+
+
+@dataclass(frozen=True)
+class JemConfig:
+    """JEM (Grathwohl et al. 2020): CE + maximum likelihood of p(x) with PCD-SGLD."""
+    px_weight: float  # weight of the log p(x) surrogate
+    sgld_steps: int  # K, SGLD steps per training step
+    sgld_lr: float  # alpha, step size on grad_x log p~(x)
+    sgld_std: float  # sigma, Langevin noise std
+    buffer_size: int  # persistent replay buffer size (images)
+    reinit_freq: float  # probability a chain restarts from U(-1, 1)
+    sample_batch_size: int  # chains advanced per training step
+    energy_l2: float  # weight of (E(x+)^2 + E(x~)^2), 0 = off (JEM default)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    common: TrainCommon
+    softmax: SoftmaxConfig
+    jem: JemConfig
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Fresh SGLD chains from U(-1, 1) on each trained model."""
+    seed: int
+    n_samples: int
+    sgld_steps: int
+    sgld_lr: float
+    sgld_std: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    seed: int
+    batch_size: int
+    ece_bins: int  # equal-width confidence bins (papers: 20)
+    test_noise: float  # std of Gaussian noise added to test and OOD images (JEM code: 0.03)
+
+
+@dataclass(frozen=True)
+class Params:
+    objectives: list[str]
+    datasets: list[str]
+    data: dict[str, DataConfig]
+    model: ModelConfig
+    train: TrainConfig
+    generate: GenerateConfig
+    evaluate: EvaluateConfig
+
+
+# ----------------------------------------------------------------------------------------------------
+# Strict conversion
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp``; return it converted (int → float where a float is due)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ParamsError(f"{key}: {value!r} is not one of {list(choices)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamsError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key}: expected a mapping, got {type(value).__name__}")
+        _, val_tp = typing.get_args(tp)
+        return {k: _convert(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {_type_name(tp)} at {key}")  # a bug in this module
+
+
+def _build(cls: type, raw: Any, key: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{key or 'params'}: expected a mapping, got {type(raw).__name__} {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    prefix = f"{key}." if key else ""
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ParamsError(f"unknown key {prefix}{unknown[0]!s} (allowed here: {', '.join(names)})")
+    missing = [n for n in names if n not in raw]
+    if missing:
+        raise ParamsError(f"missing key {prefix}{missing[0]}")
+    return cls(**{n: _convert(raw[n], hints[n], prefix + n) for n in names})
+
+
+def _check_semantics(p: Params) -> None:
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise ParamsError(f"{key}: {msg}")
+
+    for i, o in enumerate(p.objectives):
+        need(o in OBJECTIVES, f"objectives[{i}]", f"{o!r} is not one of {list(OBJECTIVES)}")
+    for i, d in enumerate(p.datasets):
+        need(d in DATASETS, f"datasets[{i}]", f"{d!r} is not one of {list(DATASETS)}")
+        need(d in p.data, f"datasets[{i}]", f"{d!r} has no section data.{d}")
+    need(len(set(p.objectives)) == len(p.objectives), "objectives", "has duplicates")
+    need(len(set(p.datasets)) == len(p.datasets), "datasets", "has duplicates")
+    for name, d in p.data.items():
+        k = f"data.{name}"
+        need(name in DATASETS, k, f"unknown dataset (known: {list(DATASETS)})")
+        need((d.source == "procedural") == (name == "shapes"), f"{k}.source",
+             "only the embedded 'shapes' dataset is procedural, and it is only procedural")
+        for f in ("n_train", "n_test", "n_ood"):
+            need(getattr(d, f) >= 0, f"{k}.{f}", "must be >= 0")
+        for i, o in enumerate(d.ood):
+            need(o in OOD_SETS, f"{k}.ood[{i}]", f"{o!r} is not one of {list(OOD_SETS)}")
+            need(o != name, f"{k}.ood[{i}]", "a dataset cannot be its own OOD set")
+        need(len(d.ood) > 0, f"{k}.ood", "needs at least one OOD set")
+    m = p.model
+    need(m.depth >= 10 and (m.depth - 4) % 6 == 0, "model.depth", f"must be 6n+4 >= 10, got {m.depth}")
+    need(m.width >= 1, "model.width", "must be >= 1")
+    need(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+    c = p.train.common
+    for f in ("steps", "batch_size"):
+        need(getattr(c, f) > 0, f"train.common.{f}", "must be > 0")
+    need(c.lr > 0, "train.common.lr", "must be > 0")
+    need(c.warmup_steps >= 0, "train.common.warmup_steps", "must be >= 0")
+    need(all(0 < f < 1 for f in c.decay_at), "train.common.decay_at", "fractions must be in (0, 1)")
+    need(c.diverge_threshold > 0, "train.common.diverge_threshold", "must be > 0")
+    j = p.train.jem
+    need(j.sgld_steps > 0, "train.jem.sgld_steps", "must be > 0")
+    need(0.0 <= j.reinit_freq <= 1.0, "train.jem.reinit_freq", "must be in [0, 1]")
+    need(j.buffer_size >= j.sample_batch_size > 0, "train.jem.buffer_size",
+         "must be >= sample_batch_size > 0")
+    g = p.generate
+    need(g.n_samples > 0 and g.batch_size > 0, "generate.n_samples", "n_samples and batch_size must be > 0")
+    e = p.evaluate
+    need(e.ece_bins >= 1, "evaluate.ece_bins", "must be >= 1")
+    need(e.batch_size > 0, "evaluate.batch_size", "must be > 0")
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a parsed YAML document; raise :class:`ParamsError` naming the first bad key."""
+    params = _build(Params, raw, "")
+    _check_semantics(params)
+    return params
+
+
+def load_raw(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping")
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Load and validate the whole params file (every stage does this before any work)."""
+    try:
+        return parse_params(load_raw(path))
+    except ParamsError as e:
+        raise ParamsError(f"{path}: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Section access and hashing
+
+
+def section(raw: dict, dotted: str) -> Any:
+    """The raw value at ``dotted`` (``train.jem``, ``datasets``) in a parsed params document."""
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ParamsError(f"missing key {dotted}")
+        node = node[part]
+    return node
+
+
+def params_hash(raw: dict, sections: list[str]) -> str:
+    """sha256 over exactly the sections a stage reads (canonical JSON), for provenance and resume."""
+    sub = {s: section(raw, s) for s in sorted(sections)}
+    blob = json.dumps(sub, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass tree → plain dict (for checkpoints, which must load with ``weights_only=True``)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def from_dict(cls: type, raw: dict) -> Any:
+    """Inverse of :func:`to_dict` for one section, with the same strict checks."""
+    return _build(cls, raw, cls.__name__)
+

@@ -1,0 +1,20 @@
+"""Objectives registry: name → class with the shared constructor and ``loss(model, batch)``."""
+from __future__ import annotations
+
+from ebm.config import Params
+from ebm.objectives.base import Batch, Objective
+from ebm.objectives.jem import JEM
+from ebm.objectives.softmax import Softmax
+
+REGISTRY: dict[str, type[Objective]] = {"softmax": Softmax, "jem": JEM}
+
+
+def build_objective(name: str, params: Params, *, n_classes: int,
+                    image_shape: tuple[int, ...] = (3, 32, 32)) -> Objective:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown objective {name!r} (known: {sorted(REGISTRY)})")
+    cfg = getattr(params.train, name)
+    return REGISTRY[name](cfg, params.train.common, n_classes=n_classes, image_shape=image_shape)
+
+
+__all__ = ["Batch", "Objective", "REGISTRY", "build_objective"]

@@ -1,0 +1,39 @@
+"""The one signature every training objective shares.
+
+An objective is built from its params section and the common training settings, owns any state it
+needs (a replay buffer, a memory of negatives), and maps a :class:`Batch` to a scalar loss plus a dict
+of scalar tensors to log. Reading the logged tensors back to the host is the caller's business, done
+only every ``log_every`` steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Batch:
+    x_lab: torch.Tensor  # (B, 3, 32, 32) labelled images, augmented, for the cross-entropy branch
+    y: torch.Tensor  # (B,) labels
+    x_px: torch.Tensor  # (B', 3, 32, 32) a second, independent stream for the maximum-likelihood branch
+
+
+class Objective:
+    """Base class; subclasses set ``name`` and implement :meth:`loss`."""
+
+    name: str = ""
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def to(self, device: torch.device | str) -> "Objective":
+        return self
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"objective {self.name!r} has no state, got keys {sorted(state)}")

@@ -1,0 +1,85 @@
+"""SGLD and the persistent replay buffer (PCD), shared by training objectives and the generate stage.
+
+SGLD as in the JEM code (ascent on log p~(x) = logsumexp_y f(x)[y], or on f(x)[y] when conditional):
+
+    x_{k+1} = x_k + α ∇_x log p~(x_k) + σ ε,   ε ~ N(0, I)
+
+with α = ``lr`` and σ = ``std`` set independently (the papers' code does not use σ = sqrt(2α)).
+The loop never reads a value back to the host, so on a GPU it queues without synchronising.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from ebm.models import log_px
+
+
+@contextlib.contextmanager
+def model_mode(model: nn.Module, train: bool) -> Iterator[None]:
+    """Temporarily set train/eval mode (JEM samples in eval(); JEM++ keeps train())."""
+    was = model.training
+    model.train(train)
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def sgld(model: nn.Module, x0: torch.Tensor, *, steps: int, lr: float, std: float,
+         y: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Run ``steps`` SGLD steps from ``x0`` (B, 3, H, W); returns detached samples. Model gradients
+    are not accumulated: only ∂/∂x is taken."""
+    x = x0.detach().clone()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        logits = model(x)  # (B, C)
+        score = log_px(logits) if y is None else logits.gather(1, y[:, None]).squeeze(1)  # (B,)
+        (grad,) = torch.autograd.grad(score.sum(), x)
+        noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        x = (x.detach() + lr * grad + std * noise).detach()
+    return x
+
+
+def uniform_init(n: int, shape: tuple[int, ...], device: torch.device | str = "cpu",
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """U(-1, 1) images, (n, *shape)."""
+    return torch.rand((n, *shape), device=device, generator=generator) * 2 - 1
+
+
+class ReplayBuffer:
+    """Persistent chains for PCD-SGLD. ``sample`` draws indices uniformly with replacement and restarts
+    each drawn chain from ``init`` with probability ``reinit_freq``; ``push`` writes the advanced chains
+    back to the same indices."""
+
+    def __init__(self, size: int, shape: tuple[int, ...], *, reinit_freq: float,
+                 init: Callable[[int], torch.Tensor]):
+        self.size, self.shape, self.reinit_freq, self.init = size, shape, reinit_freq, init
+        self.buffer = init(size)  # (N, *shape)
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        dev = self.buffer.device
+        idx = torch.randint(0, self.size, (n,), device=dev)  # (n,)
+        x = self.buffer[idx]  # (n, *shape)
+        fresh = (torch.rand(n, device=dev) < self.reinit_freq).view(n, *([1] * len(self.shape)))
+        x = torch.where(fresh, self.init(n).to(dev), x)  # no host sync: both branches computed
+        return idx, x
+
+    def push(self, idx: torch.Tensor, x: torch.Tensor) -> None:
+        self.buffer[idx] = x.detach().to(self.buffer.dtype)
+
+    def to(self, device: torch.device | str) -> "ReplayBuffer":
+        self.buffer = self.buffer.to(device)
+        return self
+
+    def state_dict(self) -> dict:
+        return {"buffer": self.buffer.detach().cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        buf = state["buffer"]
+        if tuple(buf.shape) != (self.size, *self.shape):
+            raise ValueError(f"replay buffer shape {tuple(buf.shape)} != expected {(self.size, *self.shape)}")
+        self.buffer = buf.to(self.buffer.device)

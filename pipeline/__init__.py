@@ -1,0 +1,1 @@
+"""Stage scripts: arguments → declared params → call ``ebm`` → atomic writes."""

@@ -1,0 +1,25 @@
+"""Stage `params`: validate the whole params.yaml before any other stage runs.
+
+It tracks every key, so an added typo (e.g. from ``dvc exp run -S``) reruns it and stops the pipeline
+with an error naming the key. Its output does not depend on the values, so downstream stages are not
+rerun by an unrelated change.
+"""
+from __future__ import annotations
+
+import sys
+
+from ebm.config import load_params
+from ebm.io import atomic_write_text
+from pipeline.common import base_parser, run
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    load_params(args.params)
+    atomic_write_text(args.out, "params.yaml passed strict validation (pipeline/check_params.py)\n")
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,61 @@
+"""Stage `evaluate`: accuracy, NLL, ECE + reliability bins, OOD AUROC; writes metrics.json."""
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ebm.checkpoint import load_checkpoint
+from ebm.data import load_dataset
+from ebm.eval.run import evaluate
+from ebm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ebm.provenance import pick_device, provenance
+from pipeline.common import base_parser, run, stage_params
+
+
+def reliability_csv(bins: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["bin_lo", "bin_hi", "count", "confidence", "accuracy"])
+    for b in bins:
+        if b["count"]:  # empty bins have no confidence or accuracy; plots skip them
+            w.writerow([f"{b['lo']:.4f}", f"{b['hi']:.4f}", b["count"], f"{b['confidence']:.6f}",
+                        f"{b['accuracy']:.6f}"])
+    return buf.getvalue()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    sp = stage_params(args.params, "evaluate")
+    device = pick_device(args.device)
+    model, ckpt = load_checkpoint(args.checkpoint, device)
+    data = load_dataset(args.data)
+    if list(data.classes) != list(ckpt["classes"]):
+        from ebm.checkpoint import CheckpointError
+        raise CheckpointError(f"{args.checkpoint}: trained on classes {ckpt['classes']}, "
+                              f"but {args.data} has {data.classes}")
+    metrics, bins, scores = evaluate(model, data, sp.params.evaluate, device, progress=not args.no_progress)
+    out = Path(args.out)
+    meta = ckpt["meta"]
+    metrics.update({"objective": meta.get("objective"), "dataset": meta.get("dataset"),
+                    "provenance": provenance(params_hash=sp.hash, seed=sp.params.evaluate.seed, device=device,
+                                             sections=sp.sections),
+                    "train_provenance": {k: meta.get(k) for k in ("params_hash", "git_revision", "seed", "device")}})
+    buf = io.BytesIO()
+    np.savez(buf, **{k.replace("/", "__"): v for k, v in scores.items()})
+    atomic_write_bytes(out / "scores.npz", buf.getvalue())
+    atomic_write_text(out / "reliability.csv", reliability_csv(bins))
+    atomic_write_json(out / "metrics.json", metrics)
+    ood = ", ".join(f"{k}: {v['logpx']:.3f}/{v['maxprob']:.3f}" for k, v in metrics["ood_auroc"].items())
+    print(f"accuracy {metrics['accuracy']:.4f}  ECE {metrics['ece']:.4f}  AUROC logpx/maxprob {ood}")
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,153 @@
+"""The one place that names each stage's command, outputs, params sections and code dependencies.
+
+``dvc.yaml`` is rendered from this module (``python -m pipeline.stages > dvc.yaml``; a test checks
+that the committed file is current) and the ``Snakefile`` builds its rules from it, so the two tools
+run the same commands on the same paths. Templates use ``{objective}`` and ``{dataset}``.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import yaml
+
+ALL_PARAMS = "*"  # a stage that tracks the whole params file
+
+# code each stage imports (Snakemake's code trigger cannot see imports, and DVC needs them listed)
+_CORE = ["ebm/__init__.py", "ebm/config.py", "ebm/io.py", "ebm/provenance.py", "pipeline/common.py"]
+_MODEL = ["ebm/models", "ebm/checkpoint.py", "ebm/augment.py"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    cmd: str
+    matrix: tuple[str, ...] = ()  # wildcards: () | ("dataset",) | ("objective", "dataset")
+    deps: list[str] = field(default_factory=list)  # inputs: code, data, upstream outputs
+    outs: list[str] = field(default_factory=list)  # cached outputs
+    outs_no_cache: list[str] = field(default_factory=list)  # small files kept in git's view
+    metrics: list[str] = field(default_factory=list)  # cache: false, shown by `dvc metrics`
+    plots: dict[str, dict] = field(default_factory=dict)  # cache: false, `dvc plots`; path → x/y fields
+    params: list[str] = field(default_factory=list)  # params.yaml sections read (templated)
+    persist: list[str] = field(default_factory=list)  # persist: true, cache: false; not a Snakemake output
+
+    def declared_outputs(self) -> list[str]:
+        return [*self.outs, *self.outs_no_cache, *self.metrics, *self.plots]
+
+
+PARAMS_OK = "data/params/validated.txt"
+
+STAGES: dict[str, Stage] = {s.name: s for s in [
+    Stage(
+        name="params",
+        cmd=f"python -m pipeline.check_params --params params.yaml --out {PARAMS_OK}",
+        deps=["pipeline/check_params.py", *_CORE],
+        outs_no_cache=[PARAMS_OK],
+        params=[ALL_PARAMS],
+    ),
+    Stage(
+        name="data",
+        cmd="python -m pipeline.data --dataset {dataset} --raw-root data/raw --out data/datasets/{dataset}",
+        matrix=("dataset",),
+        deps=[PARAMS_OK, "pipeline/data.py", *_CORE, "ebm/data"],
+        outs=["data/datasets/{dataset}"],
+        params=["data.{dataset}"],
+    ),
+    Stage(
+        name="train",
+        cmd=("python -m pipeline.train --objective {objective} --dataset {dataset} "
+             "--data data/datasets/{dataset} --out data/train/{objective}/{dataset} "
+             "--logdir logs/{objective}/{dataset}"),
+        matrix=("objective", "dataset"),
+        deps=[PARAMS_OK, "data/datasets/{dataset}", "pipeline/train.py", *_CORE, *_MODEL, "ebm/data",
+              "ebm/objectives", "ebm/sampling.py", "ebm/train.py", "ebm/history.py"],
+        outs=["data/train/{objective}/{dataset}/model.pt"],
+        metrics=["data/train/{objective}/{dataset}/summary.json"],
+        plots={"data/train/{objective}/{dataset}/history.csv": {"x": "step", "y": "loss"}},
+        params=["model", "train.common", "train.{objective}"],
+    ),
+    Stage(
+        name="generate",
+        cmd=("python -m pipeline.generate --checkpoint data/train/{objective}/{dataset}/model.pt "
+             "--out data/generate/{objective}/{dataset}"),
+        matrix=("objective", "dataset"),
+        deps=[PARAMS_OK, "data/train/{objective}/{dataset}/model.pt", "pipeline/generate.py", *_CORE, *_MODEL,
+              "ebm/sampling.py", "ebm/generate.py"],
+        outs=["data/generate/{objective}/{dataset}/samples.npz", "data/generate/{objective}/{dataset}/grid.png"],
+        params=["generate"],
+    ),
+    Stage(
+        name="evaluate",
+        cmd=("python -m pipeline.evaluate --checkpoint data/train/{objective}/{dataset}/model.pt "
+             "--data data/datasets/{dataset} --out data/evaluate/{objective}/{dataset}"),
+        matrix=("objective", "dataset"),
+        deps=[PARAMS_OK, "data/train/{objective}/{dataset}/model.pt", "data/datasets/{dataset}",
+              "pipeline/evaluate.py", *_CORE, *_MODEL, "ebm/data", "ebm/eval"],
+        outs=["data/evaluate/{objective}/{dataset}/scores.npz"],
+        metrics=["data/evaluate/{objective}/{dataset}/metrics.json"],
+        plots={"data/evaluate/{objective}/{dataset}/reliability.csv": {"x": "confidence", "y": "accuracy"}},
+        params=["evaluate"],
+    ),
+    Stage(
+        name="report",
+        cmd="python -m pipeline.report --params params.yaml --root data --out data/report",
+        deps=[PARAMS_OK, "data/train", "data/generate", "data/evaluate", "pipeline/report.py", *_CORE,
+              "ebm/report.py", "ebm/history.py"],
+        outs=["data/report"],
+        params=["objectives", "datasets"],
+    ),
+]}
+
+ORDER = ["params", "data", "train", "generate", "evaluate", "report"]
+
+
+def fill(template: str, **wildcards: str) -> str:
+    return template.format(**wildcards)
+
+
+def expand(stage: Stage, objectives: list[str], datasets: list[str]) -> list[dict[str, str]]:
+    """Every wildcard assignment of a stage, e.g. [{'objective': 'jem', 'dataset': 'shapes'}, ...]."""
+    if stage.matrix == ():
+        return [{}]
+    if stage.matrix == ("dataset",):
+        return [{"dataset": d} for d in datasets]
+    return [{"objective": o, "dataset": d} for o in objectives for d in datasets]
+
+
+# ----------------------------------------------------------------------------------------------------
+# DVC rendering
+
+def _dvc(template: str) -> str:
+    return template.replace("{objective}", "${item.objective}").replace("{dataset}", "${item.dataset}")
+
+
+def dvc_stage(stage: Stage) -> dict:
+    d: dict = {}
+    if stage.matrix:
+        d["matrix"] = {k: f"${{{k}s}}" for k in stage.matrix}  # objective: ${objectives}
+    d["cmd"] = _dvc(stage.cmd)
+    d["deps"] = [_dvc(p) for p in stage.deps]
+    if stage.params == [ALL_PARAMS]:
+        d["params"] = [{"params.yaml": None}]
+    elif stage.params:
+        d["params"] = [_dvc(p) for p in stage.params]
+    outs = [_dvc(p) for p in stage.outs] + [{_dvc(p): {"cache": False}} for p in stage.outs_no_cache]
+    outs += [{_dvc(p): {"cache": False, "persist": True}} for p in stage.persist]
+    if outs:
+        d["outs"] = outs
+    if stage.metrics:
+        d["metrics"] = [{_dvc(p): {"cache": False}} for p in stage.metrics]
+    if stage.plots:
+        d["plots"] = [{_dvc(p): {"cache": False, **props}} for p, props in stage.plots.items()]
+    return d
+
+
+def render_dvc_yaml() -> str:
+    doc = {"stages": {name: dvc_stage(STAGES[name]) for name in ORDER}}
+    header = ("# Generated by `python -m pipeline.stages > dvc.yaml` from pipeline/stages.py; do not edit by hand.\n"
+              "# tests/test_stages.py checks that this file is current.\n")
+    return header + yaml.safe_dump(doc, sort_keys=False, width=10_000, default_flow_style=False)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_dvc_yaml())

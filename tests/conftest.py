@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny params file derived from the repository's own params.yaml."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_params_dict() -> dict:
+    """The real params.yaml with sizes cut down so the whole DAG runs in seconds on a CPU."""
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p = copy.deepcopy(p)
+    p["data"]["shapes"].update(n_train=200, n_test=100, n_ood=50)
+    p["model"].update(depth=10, width=1)
+    p["train"]["common"].update(steps=6, batch_size=16, warmup_steps=2)
+    p["train"]["jem"].update(sgld_steps=2, buffer_size=64, sample_batch_size=8)
+    p["generate"].update(n_samples=8, sgld_steps=2, batch_size=8)
+    p["evaluate"].update(batch_size=64)
+    return p
+
+
+def write_params(path: Path, p: dict) -> Path:
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny_params(tmp_path: Path) -> Path:
+    return write_params(tmp_path / "params.yaml", tiny_params_dict())

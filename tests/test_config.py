@@ -1,0 +1,89 @@
+import subprocess
+import sys
+
+import pytest
+
+from ebm.config import ParamsError, load_params, params_hash, parse_params
+from tests.conftest import REPO, tiny_params_dict, write_params
+
+
+def test_repository_params_are_valid():
+    p = load_params(REPO / "params.yaml")
+    assert p.objectives and p.datasets
+    assert set(p.datasets) <= set(p.data)
+
+
+def test_unknown_key_is_named():
+    p = tiny_params_dict()
+    p["train"]["jem"]["sgld_stepz"] = 3
+    with pytest.raises(ParamsError, match=r"unknown key train\.jem\.sgld_stepz"):
+        parse_params(p)
+
+
+def test_unknown_top_level_key_is_named():
+    p = tiny_params_dict()
+    p["evalute"] = {}
+    with pytest.raises(ParamsError, match=r"unknown key evalute"):
+        parse_params(p)
+
+
+@pytest.mark.parametrize("key,value,pattern", [
+    (("train", "common", "steps"), "100", r"train\.common\.steps: expected an integer"),
+    (("train", "common", "steps"), 1.5, r"train\.common\.steps: expected an integer"),
+    (("train", "common", "augment"), 1, r"train\.common\.augment: expected true/false"),
+    (("train", "jem", "sgld_lr"), True, r"train\.jem\.sgld_lr: expected a number"),
+    (("model", "norm"), "batchnorm", r"model\.norm: 'batchnorm' is not one of"),
+    (("data", "shapes", "ood"), "textures", r"data\.shapes\.ood: expected a list"),
+])
+def test_wrong_type_is_named(key, value, pattern):
+    p = tiny_params_dict()
+    node = p
+    for k in key[:-1]:
+        node = node[k]
+    node[key[-1]] = value
+    with pytest.raises(ParamsError, match=pattern):
+        parse_params(p)
+
+
+def test_missing_key_is_named():
+    p = tiny_params_dict()
+    del p["evaluate"]["ece_bins"]
+    with pytest.raises(ParamsError, match=r"missing key evaluate\.ece_bins"):
+        parse_params(p)
+
+
+def test_semantic_checks():
+    p = tiny_params_dict()
+    p["objectives"] = ["softmax", "jem", "vae"]
+    with pytest.raises(ParamsError, match=r"objectives\[2\]: 'vae'"):
+        parse_params(p)
+    p = tiny_params_dict()
+    p["model"]["depth"] = 12
+    with pytest.raises(ParamsError, match=r"model\.depth"):
+        parse_params(p)
+
+
+def test_int_is_accepted_for_float():
+    p = tiny_params_dict()
+    p["train"]["common"]["lr"] = 1
+    assert parse_params(p).train.common.lr == 1.0
+
+
+def test_params_hash_depends_only_on_named_sections():
+    a = tiny_params_dict()
+    b = tiny_params_dict()
+    b["train"]["jem"]["sgld_lr"] = 0.5
+    assert params_hash(a, ["train.softmax", "model"]) == params_hash(b, ["train.softmax", "model"])
+    assert params_hash(a, ["train.jem"]) != params_hash(b, ["train.jem"])
+
+
+def test_stage_cli_stops_on_typo_before_any_work(tmp_path):
+    p = tiny_params_dict()
+    p["generate"]["n_sampels"] = 3
+    params = write_params(tmp_path / "params.yaml", p)
+    out = tmp_path / "ds"
+    r = subprocess.run([sys.executable, "-m", "pipeline.data", "--params", str(params), "--dataset", "shapes",
+                        "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "unknown key generate.n_sampels" in r.stderr
+    assert not out.exists()

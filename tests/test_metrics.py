@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import torch
+from scipy.stats import mannwhitneyu
+
+from ebm.eval.classify import classification_metrics, expected_calibration_error, reliability_bins
+from ebm.eval.ood import auroc, score_logpx, score_maxprob
+
+
+def test_auroc_matches_mann_whitney():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.5, 1, 300)
+    b = np.round(rng.normal(0, 1, 200), 1)  # ties included
+    u = mannwhitneyu(a, b, alternative="two-sided").statistic
+    assert auroc(a, b) == pytest.approx(u / (len(a) * len(b)), abs=1e-12)
+    assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    assert auroc(np.array([0.0]), np.array([1.0])) == 0.0
+    assert auroc(np.ones(5), np.ones(7)) == 0.5
+
+
+def test_ece_of_calibrated_predictor_is_near_zero():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.1, 1.0, 200_000)
+    correct = (rng.uniform(size=conf.shape) < conf).astype(float)
+    assert expected_calibration_error(conf, correct, 20) < 0.01
+
+
+def test_ece_hand_value():
+    # 4 predictions, 2 bins: [0, .5] holds conf .3,.4 (1 correct), (.5, 1] holds .9,.9 (both wrong)
+    conf = np.array([0.3, 0.4, 0.9, 0.9])
+    correct = np.array([1.0, 0.0, 0.0, 0.0])
+    # bin 1: |0.5 - 0.35| * 2/4 = 0.075 ; bin 2: |0 - 0.9| * 2/4 = 0.45
+    assert expected_calibration_error(conf, correct, 2) == pytest.approx(0.525)
+    bins = reliability_bins(conf, correct, 2)
+    assert [b["count"] for b in bins] == [2, 2]
+
+
+def test_classification_metrics_on_known_logits():
+    logits = torch.tensor([[10.0, 0.0], [0.0, 10.0], [10.0, 0.0]])
+    y = np.array([0, 1, 1])
+    m, _ = classification_metrics(logits, y, 10)
+    assert m["accuracy"] == pytest.approx(2 / 3)
+    assert m["nll"] == pytest.approx(torch.nn.functional.cross_entropy(logits, torch.tensor(y)).item())
+
+
+def test_scores():
+    logits = torch.tensor([[0.0, 0.0], [5.0, -5.0]])
+    assert score_logpx(logits)[0] == pytest.approx(np.log(2))
+    assert score_maxprob(logits).tolist() == pytest.approx([0.5, 1 / (1 + np.exp(-10))])
