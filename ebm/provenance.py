@@ -31,7 +31,7 @@ def provenance(*, params_hash: str, seed: int, device: torch.device, sections: l
         "params_hash": params_hash,
         "params_sections": sorted(sections),
         "git_revision": git_revision(),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "python_version": platform.python_version(),
         "device": device_name(device),
         "seed": seed,

@@ -29,10 +29,10 @@ class Stage:
     metrics: list[str] = field(default_factory=list)  # cache: false, shown by `dvc metrics`
     plots: dict[str, dict] = field(default_factory=dict)  # cache: false, `dvc plots`; path → x/y fields
     params: list[str] = field(default_factory=list)  # params.yaml sections read (templated)
-    persist: list[str] = field(default_factory=list)  # persist: true, cache: false; not a Snakemake output
+    persist: list[str] = field(default_factory=list)  # persist: true, cache: false (DVC keeps it across runs)
 
     def declared_outputs(self) -> list[str]:
-        return [*self.outs, *self.outs_no_cache, *self.metrics, *self.plots]
+        return [*self.outs, *self.outs_no_cache, *self.metrics, *self.plots, *self.persist]
 
 
 PARAMS_OK = "data/params/validated.txt"
@@ -42,7 +42,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         name="params",
         cmd=f"python -m pipeline.check_params --params params.yaml --out {PARAMS_OK}",
         deps=["pipeline/check_params.py", *_CORE],
-        outs_no_cache=[PARAMS_OK],
+        # persist: DVC must not delete the marker before the run, so that an unchanged marker keeps its
+        # mtime and Snakemake does not see a "newer input" after every params edit.
+        persist=[PARAMS_OK],
         params=[ALL_PARAMS],
     ),
     Stage(
