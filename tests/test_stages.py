@@ -1,0 +1,154 @@
+"""Every stage script on tiny settings, and parity between dvc.yaml, the Snakefile and pipeline/stages.py."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from ebm.checkpoint import CheckpointError, load_checkpoint
+from pipeline import check_params, data, evaluate, generate, report, train
+from pipeline.common import run
+from pipeline.stages import ORDER, STAGES, expand, fill, render_dvc_yaml
+from tests.conftest import REPO, tiny_params_dict, write_params
+
+BIN = Path(sys.executable).parent
+
+
+def test_dvc_yaml_is_rendered_from_stages():
+    assert (REPO / "dvc.yaml").read_text() == render_dvc_yaml(), "run: python -m pipeline.stages > dvc.yaml"
+
+
+def _dvc_expanded(objectives, datasets):
+    """dvc.yaml's stages expanded by hand: name@item → (cmd, outputs, params)."""
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    out = {}
+    for name, st in doc["stages"].items():
+        items = expand(STAGES[name], objectives, datasets)
+        for item in items:
+            sub = lambda s: re.sub(r"\$\{item\.(\w+)\}", lambda m: item[m.group(1)], s)  # noqa: E731
+            outs = []
+            for key in ("outs", "metrics", "plots"):
+                for o in st.get(key, []):
+                    outs.append(sub(o if isinstance(o, str) else next(iter(o))))
+            params = [sub(p) if isinstance(p, str) else "*" for p in st.get("params", [])]
+            out[(name, tuple(sorted(item.items())))] = (sub(st["cmd"]), sorted(outs), params)
+    return out
+
+
+def test_snakefile_runs_the_same_commands_on_the_same_outputs(tmp_path):
+    objectives, datasets = ["softmax", "jem"], ["shapes", "cifar10"]
+    p = tiny_params_dict()
+    p["objectives"], p["datasets"] = objectives, datasets
+    work = tmp_path / "wf"
+    work.mkdir()
+    for f in ("Snakefile", "pipeline", "ebm"):
+        (shutil.copytree if (REPO / f).is_dir() else shutil.copy)(REPO / f, work / f)
+    write_params(work / "params.yaml", p)
+    r = subprocess.run([str(BIN / "snakemake"), "-n", "--forceall", "--printshellcmds", "--cores", "1", "all"],
+                       cwd=work, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr + r.stdout
+    log = r.stdout + r.stderr
+    expected = _dvc_expanded(objectives, datasets)
+    assert len(expected) == 1 + 2 + 3 * 4 + 1
+    for (name, item), (cmd, outs, params) in expected.items():
+        assert cmd in log, f"Snakemake does not run the DVC command of {name}: {cmd}"
+        for o in outs:
+            assert o in log, f"Snakemake does not declare output {o} of {name}"
+        assert params == [s if s == "*" else fill(s, **dict(item)) for s in STAGES[name].params]
+    # every job Snakemake plans is one DVC knows
+    assert log.count("rule train:") == 4 and log.count("rule evaluate:") == 4
+
+
+def test_dvc_params_sections_match_stages():
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    for name in ORDER:
+        dvc_params = doc["stages"][name].get("params", [])
+        if STAGES[name].params == ["*"]:
+            assert dvc_params == [{"params.yaml": None}]
+        else:
+            assert [p.replace("${item.objective}", "{objective}").replace("${item.dataset}", "{dataset}")
+                    for p in dvc_params] == STAGES[name].params
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EBM_NO_PROGRESS", "1")
+    write_params(tmp_path / "params.yaml", tiny_params_dict())
+    return tmp_path
+
+
+def _ok(main, *args):
+    assert run(main, list(args)) == 0
+
+
+def test_every_stage_script_on_tiny_settings(workdir):
+    _ok(check_params.main, "--out", "data/params/validated.txt")
+    _ok(data.main, "--dataset", "shapes", "--out", "data/datasets/shapes")
+    for obj in ("softmax", "jem"):
+        _ok(train.main, "--objective", obj, "--dataset", "shapes", "--data", "data/datasets/shapes",
+            "--out", f"data/train/{obj}/shapes", "--logdir", f"logs/{obj}/shapes", "--log-every", "2")
+        _ok(generate.main, "--checkpoint", f"data/train/{obj}/shapes/model.pt", "--out", f"data/generate/{obj}/shapes")
+        _ok(evaluate.main, "--checkpoint", f"data/train/{obj}/shapes/model.pt", "--data", "data/datasets/shapes",
+            "--out", f"data/evaluate/{obj}/shapes")
+    _ok(report.main, "--root", "data", "--out", "data/report")
+
+    # train: checkpoint loads with weights_only, history has every loss term, TensorBoard has scalars
+    model, ckpt = load_checkpoint("data/train/jem/shapes/model.pt")
+    assert ckpt["meta"]["objective"] == "jem" and ckpt["objective_state"]["buffer"]["buffer"].shape == (64, 3, 32, 32)
+    header = Path("data/train/jem/shapes/history.csv").read_text().splitlines()[0].split(",")
+    assert {"step", "loss", "ce", "px", "acc", "e_data", "e_sample", "lr"} <= set(header)
+    assert any(Path("logs/jem/shapes").glob("events.out.tfevents.*"))
+    # generate
+    s = np.load("data/generate/jem/shapes/samples.npz")
+    assert s["x"].shape == (8, 32, 32, 3) and s["x"].dtype == np.uint8
+    assert Path("data/generate/jem/shapes/grid.png").read_bytes()[:4] == b"\x89PNG"
+    # evaluate: metrics + provenance
+    m = json.loads(Path("data/evaluate/jem/shapes/metrics.json").read_text())
+    assert 0 <= m["accuracy"] <= 1 and 0 <= m["ece"] <= 1 and m["n_test"] == 100
+    assert set(m["ood_auroc"]) == {"textures", "noise"}
+    assert set(m["ood_auroc"]["noise"]) == {"logpx", "maxprob"}
+    assert {"params_hash", "git_revision", "torch_version", "device", "seed"} <= set(m["provenance"])
+    # report: one table row per run, every image present
+    html = Path("data/report/index.html").read_text()
+    assert html.count("<tr><td>") == 2
+    for img in re.findall(r"<img src='([^']+)'", html):
+        assert (Path("data/report") / img).is_file()
+    assert "| jem | shapes |" in Path("data/report/report.md").read_text()
+
+
+def test_corrupt_checkpoint_is_named_and_nothing_written(workdir):
+    bad = Path("model.pt")
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="model.pt: cannot be read"):
+        load_checkpoint(bad)
+    assert run(generate.main, ["--checkpoint", "model.pt", "--out", "gen"]) == 2
+    assert not Path("gen").exists()
+
+
+def test_divergence_stops_with_named_error_and_no_output(workdir):
+    p = tiny_params_dict()
+    p["train"]["common"]["diverge_threshold"] = 1e-3  # any real loss "diverges" at the first log
+    write_params(Path("params.yaml"), p)
+    _ok(data.main, "--dataset", "shapes", "--out", "data/datasets/shapes")
+    r = subprocess.run([sys.executable, "-m", "pipeline.train", "--objective", "softmax", "--dataset", "shapes",
+                        "--data", "data/datasets/shapes", "--out", "data/train/softmax/shapes"],
+                       capture_output=True, text=True, cwd=workdir, env={"PYTHONPATH": str(REPO), "EBM_NO_PROGRESS": "1",
+                                                                       "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2, r.stderr
+    assert "training diverged at step 0" in r.stderr
+    assert not Path("data/train/softmax/shapes").exists()
+
+
+def test_model_runs_on_requested_device(workdir):
+    from ebm.provenance import pick_device
+    assert pick_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            pick_device("cuda")
