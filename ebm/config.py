@@ -54,6 +54,7 @@ class ModelConfig:
     norm: Literal["none", "batch", "group", "instance"]
     dropout: float  # dropout probability between the two convs of a block
     leak: float  # LeakyReLU negative slope (JEM: 0.2)
+    init: Literal["pytorch", "kaiming"]  # conv init: PyTorch defaults (JEM code) or Kaiming-normal, zero bias
 
 
 @dataclass(frozen=True)
