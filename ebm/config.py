@@ -28,7 +28,7 @@ class ParamsError(ValueError):
 # ----------------------------------------------------------------------------------------------------
 # Sections
 
-OBJECTIVES = ("softmax", "jem")
+OBJECTIVES = ("softmax", "jem", "hdge", "hdge_jem")
 DATASETS = ("shapes", "cifar10", "cifar100", "svhn")
 OOD_SETS = ("textures", "interp", "noise", "cifar10", "cifar100", "svhn")
 
@@ -95,10 +95,42 @@ class JemConfig:
 
 
 @dataclass(frozen=True)
+class HdgeConfig:
+    """HDGE (Liu & Abbeel 2020): CE + contrastive approximation of log q(x|y) over a logit memory."""
+    ce_weight: float  # weight of cross-entropy (code: --pyxce 1)
+    contrast_weight: float  # weight of the contrastive term (code: --pxycontrast 1)
+    temperature: float  # tau (paper/code: 0.1)
+    queue_size: int  # K stored negatives (paper: 65,536)
+    normalisation: Literal["l2", "softmax"]  # of logits over classes before contrasting (code: l2)
+    positive: Literal["compressed", "direct"]  # log(e^z_y + C - 1) as paper+code, or z_y as the formula
+
+
+@dataclass(frozen=True)
+class HdgeJemConfig:
+    """HDGE + JEM's SGLD maximum-likelihood term ("UDGE + marginal likelihood")."""
+    ce_weight: float
+    contrast_weight: float
+    temperature: float
+    queue_size: int
+    normalisation: Literal["l2", "softmax"]
+    positive: Literal["compressed", "direct"]
+    px_weight: float
+    sgld_steps: int
+    sgld_lr: float
+    sgld_std: float
+    buffer_size: int
+    reinit_freq: float
+    sample_batch_size: int
+    energy_l2: float
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     common: TrainCommon
     softmax: SoftmaxConfig
     jem: JemConfig
+    hdge: HdgeConfig
+    hdge_jem: HdgeJemConfig
 
 
 @dataclass(frozen=True)
@@ -227,11 +259,16 @@ def _check_semantics(p: Params) -> None:
     need(c.warmup_steps >= 0, "train.common.warmup_steps", "must be >= 0")
     need(all(0 < f < 1 for f in c.decay_at), "train.common.decay_at", "fractions must be in (0, 1)")
     need(c.diverge_threshold > 0, "train.common.diverge_threshold", "must be > 0")
-    j = p.train.jem
-    need(j.sgld_steps > 0, "train.jem.sgld_steps", "must be > 0")
-    need(0.0 <= j.reinit_freq <= 1.0, "train.jem.reinit_freq", "must be in [0, 1]")
-    need(j.buffer_size >= j.sample_batch_size > 0, "train.jem.buffer_size",
-         "must be >= sample_batch_size > 0")
+    for name in ("jem", "hdge_jem"):
+        j = getattr(p.train, name)
+        need(j.sgld_steps > 0, f"train.{name}.sgld_steps", "must be > 0")
+        need(0.0 <= j.reinit_freq <= 1.0, f"train.{name}.reinit_freq", "must be in [0, 1]")
+        need(j.buffer_size >= j.sample_batch_size > 0, f"train.{name}.buffer_size",
+             "must be >= sample_batch_size > 0")
+    for name in ("hdge", "hdge_jem"):
+        h = getattr(p.train, name)
+        need(h.temperature > 0, f"train.{name}.temperature", "must be > 0")
+        need(h.queue_size > 0, f"train.{name}.queue_size", "must be > 0")
     g = p.generate
     need(g.n_samples > 0 and g.batch_size > 0, "generate.n_samples", "n_samples and batch_size must be > 0")
     e = p.evaluate

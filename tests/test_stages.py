@@ -12,12 +12,14 @@ import torch
 import yaml
 
 from ebm.checkpoint import CheckpointError, load_checkpoint
+from ebm.config import OBJECTIVES
 from pipeline import check_params, data, evaluate, generate, report, train
 from pipeline.common import run
 from pipeline.stages import ORDER, STAGES, expand, fill, render_dvc_yaml
 from tests.conftest import REPO, tiny_params_dict, write_params
 
 BIN = Path(sys.executable).parent
+ALL_OBJECTIVES = list(OBJECTIVES)
 
 
 def test_dvc_yaml_is_rendered_from_stages():
@@ -80,7 +82,9 @@ def test_dvc_params_sections_match_stages():
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("EBM_NO_PROGRESS", "1")
-    write_params(tmp_path / "params.yaml", tiny_params_dict())
+    p = tiny_params_dict()
+    p["objectives"] = ALL_OBJECTIVES
+    write_params(tmp_path / "params.yaml", p)
     return tmp_path
 
 
@@ -91,7 +95,7 @@ def _ok(main, *args):
 def test_every_stage_script_on_tiny_settings(workdir):
     _ok(check_params.main, "--out", "data/params/validated.txt")
     _ok(data.main, "--dataset", "shapes", "--out", "data/datasets/shapes")
-    for obj in ("softmax", "jem"):
+    for obj in ALL_OBJECTIVES:
         _ok(train.main, "--objective", obj, "--dataset", "shapes", "--data", "data/datasets/shapes",
             "--out", f"data/train/{obj}/shapes", "--logdir", f"logs/{obj}/shapes", "--log-every", "2")
         _ok(generate.main, "--checkpoint", f"data/train/{obj}/shapes/model.pt", "--out", f"data/generate/{obj}/shapes")
@@ -117,10 +121,12 @@ def test_every_stage_script_on_tiny_settings(workdir):
     assert {"params_hash", "git_revision", "torch_version", "device", "seed"} <= set(m["provenance"])
     # report: one table row per run, every image present
     html = Path("data/report/index.html").read_text()
-    assert html.count("<tr><td>") == 2
+    assert html.count("<tr><td>") == len(ALL_OBJECTIVES)
     for img in re.findall(r"<img src='([^']+)'", html):
         assert (Path("data/report") / img).is_file()
     assert "| jem | shapes |" in Path("data/report/report.md").read_text()
+    hdge_header = Path("data/train/hdge_jem/shapes/history.csv").read_text().splitlines()[0].split(",")
+    assert {"ce", "contrast", "px", "e_data", "e_sample"} <= set(hdge_header)
 
 
 def test_corrupt_checkpoint_is_named_and_nothing_written(workdir):

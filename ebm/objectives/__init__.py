@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from ebm.config import Params
 from ebm.objectives.base import Batch, Objective
+from ebm.objectives.hdge import HDGE, HDGEJEM
 from ebm.objectives.jem import JEM
 from ebm.objectives.softmax import Softmax
 
-REGISTRY: dict[str, type[Objective]] = {"softmax": Softmax, "jem": JEM}
+REGISTRY: dict[str, type[Objective]] = {"softmax": Softmax, "jem": JEM, "hdge": HDGE, "hdge_jem": HDGEJEM}
 
 
 def build_objective(name: str, params: Params, *, n_classes: int,

@@ -46,20 +46,25 @@ class JEM(Objective):
         self.buffer.push(idx, x)
         return x
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def px_terms(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """px_weight · L_px (+ the energy penalty), and its scalars; shared with ``hdge_jem``."""
         c = self.cfg
         x_fake = self.sample(model)  # (S, 3, 32, 32), detached
         lp_real = log_px(model(batch.x_px))  # (B',)
         lp_fake = log_px(model(x_fake))  # (S,)
         l_px = -(lp_real.mean() - lp_fake.mean())
-        logits = model(batch.x_lab)  # (B, C)
-        ce = F.cross_entropy(logits, batch.y)
-        loss = ce + c.px_weight * l_px
+        loss = c.px_weight * l_px
         if c.energy_l2 > 0:
             loss = loss + c.energy_l2 * (lp_real.mean() ** 2 + lp_fake.mean() ** 2)
+        return loss, {"px": l_px.detach(), "e_data": -lp_real.detach().mean(), "e_sample": -lp_fake.detach().mean()}
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        l_px, px_logs = self.px_terms(model, batch)
+        logits = model(batch.x_lab)  # (B, C)
+        ce = F.cross_entropy(logits, batch.y)
+        loss = ce + l_px
         acc = (logits.argmax(1) == batch.y).float().mean()
-        return loss, {"loss": loss.detach(), "ce": ce.detach(), "px": l_px.detach(), "acc": acc,
-                      "e_data": -lp_real.detach().mean(), "e_sample": -lp_fake.detach().mean()}
+        return loss, {"loss": loss.detach(), "ce": ce.detach(), "acc": acc, **px_logs}
 
     def state_dict(self) -> dict:
         return {"buffer": self.buffer.state_dict()}
