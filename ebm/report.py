@@ -147,7 +147,8 @@ def write_report(root: Path, out: Path, objectives: list[str], datasets: list[st
 def _markdown(header, rows, figures, missing, prov) -> str:
     lines = ["# Hybrid discriminative-generative classifiers: results", "",
              "Every number below was measured by this pipeline's evaluate stage (`data/evaluate/*/*/metrics.json`).",
-             "ECE uses equal-width confidence bins; AUROC treats the test set as positives.", "",
+             "ECE uses equal-width confidence bins; AUROC treats the test set as positives (logpx: LSE of logits; "
+             "maxprob: max softmax; pxgrad: minus the norm of the input gradient of logpx).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     if missing:
@@ -165,7 +166,7 @@ def _html(header, rows, figures, missing, prov) -> str:
     trs = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
     body = [f"<h1>Hybrid discriminative-generative classifiers: results</h1>",
             "<p>Every number was measured by this pipeline's evaluate stage. ECE: equal-width confidence bins. "
-            "AUROC: test set as positives, higher score = more in-distribution.</p>",
+            "AUROC: test set as positives, higher score = more in-distribution (logpx: LSE of logits; maxprob: max softmax; pxgrad: minus the norm of the input gradient of logpx).</p>",
             f"<table id='results'><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"]
     if missing:
         body.append(f"<p class='missing'>Missing runs (no metrics.json): {e(', '.join(missing))}</p>")

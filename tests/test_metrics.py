@@ -47,3 +47,23 @@ def test_scores():
     logits = torch.tensor([[0.0, 0.0], [5.0, -5.0]])
     assert score_logpx(logits)[0] == pytest.approx(np.log(2))
     assert score_maxprob(logits).tolist() == pytest.approx([0.5, 1 / (1 + np.exp(-10))])
+
+
+def test_grad_norm_score_matches_finite_differences():
+    from ebm.eval.ood import score_grad_norm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5, dtype=torch.float64), torch.nn.Tanh(),
+                                torch.nn.Linear(5, 3, dtype=torch.float64))
+    x = torch.randn(2, 3, 2, 2, dtype=torch.float64)
+    got = score_grad_norm(model, x)
+    eps = 1e-6
+    for b in range(2):
+        grad = np.zeros(12)
+        for i in range(12):
+            d = torch.zeros(12, dtype=torch.float64)
+            d[i] = eps
+            xp, xm = x[b].flatten() + d, x[b].flatten() - d
+            f = lambda v: torch.logsumexp(model(v.view(1, 3, 2, 2)), 1).item()  # noqa: E731
+            grad[i] = (f(xp) - f(xm)) / (2 * eps)
+        assert got[b] == pytest.approx(-np.linalg.norm(grad), rel=1e-6)

@@ -117,7 +117,7 @@ def test_every_stage_script_on_tiny_settings(workdir):
     m = json.loads(Path("data/evaluate/jem/shapes/metrics.json").read_text())
     assert 0 <= m["accuracy"] <= 1 and 0 <= m["ece"] <= 1 and m["n_test"] == 100
     assert set(m["ood_auroc"]) == {"textures", "noise"}
-    assert set(m["ood_auroc"]["noise"]) == {"logpx", "maxprob"}
+    assert set(m["ood_auroc"]["noise"]) == {"logpx", "maxprob", "pxgrad"}
     assert {"params_hash", "git_revision", "torch_version", "device", "seed"} <= set(m["provenance"])
     # report: one table row per run, every image present
     html = Path("data/report/index.html").read_text()

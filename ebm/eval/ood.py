@@ -28,3 +28,12 @@ def auroc(score_in: np.ndarray, score_out: np.ndarray) -> float:
     ranks = rankdata(np.concatenate([score_in, score_out]))
     u = ranks[:n_in].sum() - n_in * (n_in + 1) / 2
     return float(u / (n_in * n_out))
+
+
+def score_grad_norm(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """JEM's "pxgrad" score: -‖∇_x log p~(x)‖₂ per image (in-distribution images sit where the density
+    is flat). ``x`` (B, 3, H, W) on the model's device; returns (B,) on the host."""
+    x = x.detach().clone().requires_grad_(True)
+    lp = torch.logsumexp(model(x), 1)  # (B,)
+    (g,) = torch.autograd.grad(lp.sum(), x)  # images are independent: the sum's gradient is per image
+    return (-g.flatten(1).norm(dim=1)).double().cpu().numpy()
