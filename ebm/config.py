@@ -73,6 +73,9 @@ class TrainCommon:
     data_noise: float  # std of Gaussian noise added to training images, in [-1, 1] pixel units
     augment: bool  # reflect-pad 4 + random crop 32 + horizontal flip
     diverge_threshold: float  # |loss| above this counts as divergence
+    energy_gap_threshold: float  # |mean E(data) - mean E(samples)| above this counts as divergence
+    max_retries: int  # roll-backs after divergence before the run stops with DivergenceError
+    retry_lr_factor: float  # lr multiplier applied at each roll-back
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,9 @@ def _check_semantics(p: Params) -> None:
     need(c.warmup_steps >= 0, "train.common.warmup_steps", "must be >= 0")
     need(all(0 < f < 1 for f in c.decay_at), "train.common.decay_at", "fractions must be in (0, 1)")
     need(c.diverge_threshold > 0, "train.common.diverge_threshold", "must be > 0")
+    need(c.energy_gap_threshold > 0, "train.common.energy_gap_threshold", "must be > 0")
+    need(c.max_retries >= 0, "train.common.max_retries", "must be >= 0")
+    need(0 < c.retry_lr_factor <= 1, "train.common.retry_lr_factor", "must be in (0, 1]")
     for name in ("jem", "hdge_jem"):
         j = getattr(p.train, name)
         need(j.sgld_steps > 0, f"train.{name}.sgld_steps", "must be > 0")

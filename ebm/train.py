@@ -7,8 +7,10 @@ cross-entropy and a second batch for the maximum-likelihood branch. Both are aug
 from __future__ import annotations
 
 import math
+import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -19,12 +21,13 @@ from tqdm import tqdm
 from ebm.augment import add_noise, augment, to_tensor
 from ebm.config import Params, TrainCommon
 from ebm.data import DatasetArrays
+from ebm.io import atomic_torch_save, atomic_write_text
 from ebm.models import build_model
 from ebm.objectives import Batch, Objective, build_objective
 
 
 class DivergenceError(RuntimeError):
-    """Training diverged: a non-finite or exploding loss. Carries the step and the offending values."""
+    """Training diverged past the retry bound. Carries the step and the offending values."""
 
     def __init__(self, step: int, values: dict[str, float], reason: str):
         self.step, self.values, self.reason = step, values, reason
@@ -46,6 +49,12 @@ class BatchStream:
         idx = self.perm[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
         return idx
+
+    def state_dict(self) -> dict:
+        return {"perm": self.perm.clone(), "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.perm, self.pos = state["perm"].clone(), int(state["pos"])
 
 
 def lr_at(step: int, c: TrainCommon) -> float:
@@ -71,56 +80,205 @@ def train_step(model: nn.Module, objective: Objective, opt: torch.optim.Optimize
     return loss.detach(), logs
 
 
+def divergence(loss: float, logs: dict[str, float], c: TrainCommon) -> str | None:
+    """Why this step counts as divergence, or None. Checked every step (one host read per step)."""
+    if not math.isfinite(loss) or not all(math.isfinite(v) for v in logs.values()):
+        return "non-finite loss or energy"
+    if abs(loss) > c.diverge_threshold:
+        return f"|loss| > {c.diverge_threshold:g}"
+    if "e_sample" in logs and abs(logs["e_data"] - logs["e_sample"]) > c.energy_gap_threshold:
+        return f"|E(data) - E(samples)| > {c.energy_gap_threshold:g}"
+    return None
+
+
 @dataclass
 class TrainResult:
     model: nn.Module
     objective: Objective
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    retries: int = 0
+    resumed_from: int | None = None
 
 
-def check_divergence(step: int, logs: dict[str, float], threshold: float) -> None:
-    bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
-    if bad:
-        raise DivergenceError(step, bad, "non-finite value")
-    if abs(logs["loss"]) > threshold:
-        raise DivergenceError(step, {"loss": logs["loss"]}, f"|loss| > {threshold:g}")
+class Trainer:
+    """Owns everything a run's state is made of, so it can be snapshot, rolled back and resumed."""
+
+    def __init__(self, params: Params, objective_name: str, data: DatasetArrays, device: torch.device):
+        c = self.c = params.train.common
+        torch.manual_seed(c.seed)
+        np.random.seed(c.seed)
+        random.seed(c.seed)
+        self.device = device
+        self.gen = torch.Generator().manual_seed(c.seed)
+        n_classes = len(data.classes)
+        self.model = build_model(params.model, n_classes).to(device)
+        self.objective = build_objective(objective_name, params, n_classes=n_classes).to(device)
+        self.opt = make_optimizer(self.model, c)
+        self.x_all = to_tensor(data.x_train).to(device)  # (N, 3, 32, 32)
+        self.y_all = torch.from_numpy(data.y_train).to(device)  # (N,)
+        self.lab = BatchStream(len(self.y_all), c.batch_size, self.gen)
+        self.unl = BatchStream(len(self.y_all), c.batch_size, self.gen)
+        self.step = 0
+        self.lr_scale = 1.0  # lowered after each divergence
+        self.retries = 0
+        self.history: list[dict] = []
+
+    def prep(self, x: torch.Tensor) -> torch.Tensor:
+        return add_noise(augment(x) if self.c.augment else x, self.c.data_noise)
+
+    def next_batch(self) -> Batch:
+        i, j = self.lab.next().to(self.device), self.unl.next().to(self.device)
+        return Batch(x_lab=self.prep(self.x_all[i]), y=self.y_all[i], x_px=self.prep(self.x_all[j]),
+                     x_px_clean=self.x_all[j])
+
+    def state_dict(self) -> dict:
+        """The whole run state on the CPU: loadable with ``torch.load(weights_only=True)``."""
+        return {
+            "step": self.step, "lr_scale": self.lr_scale, "retries": self.retries,
+            "history": [dict(r) for r in self.history],
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": _to_cpu(self.opt.state_dict()),
+            "objective": _to_cpu(self.objective.state_dict()),
+            "streams": {"lab": self.lab.state_dict(), "unl": self.unl.state_dict()},
+            "rng": {"torch": torch.get_rng_state(), "gen": self.gen.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                    "numpy": _np_state(), "python": _py_state()},
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        self.step, self.lr_scale, self.retries = int(s["step"]), float(s["lr_scale"]), int(s["retries"])
+        self.history = [dict(r) for r in s["history"]]
+        self.model.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["optimizer"])
+        self.objective.load_state_dict(s["objective"])
+        self.objective.to(self.device)
+        self.lab.load_state_dict(s["streams"]["lab"])
+        self.unl.load_state_dict(s["streams"]["unl"])
+        torch.set_rng_state(s["rng"]["torch"])
+        self.gen.set_state(s["rng"]["gen"])
+        if s["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(s["rng"]["cuda"])
+        _set_np_state(s["rng"]["numpy"])
+        _set_py_state(s["rng"]["python"])
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _np_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _set_np_state(s: dict) -> None:
+    np.random.set_state((s["name"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["cached"]))
+
+
+def _py_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_py_state(s: list) -> None:
+    random.setstate((s[0], tuple(s[1]), s[2]))
 
 
 def train(params: Params, objective_name: str, data: DatasetArrays, device: torch.device, *,
-          log_every: int = 10, on_log: Callable[[dict], None] | None = None,
-          progress: bool = True) -> TrainResult:
+          log_every: int = 10, on_log: Callable[[dict], None] | None = None, progress: bool = True,
+          resume: "ResumeStore | None" = None, checkpoint_every: int = 100,
+          fault: Callable[[int, float, dict], tuple[float, dict]] | None = None) -> TrainResult:
+    """Train one objective. Every ``checkpoint_every`` steps the whole state is kept in memory (the
+    rollback point after a divergence) and, with ``resume``, written atomically to disk. On divergence
+    the run rolls back, re-initialises the sampler, multiplies the lr by ``retry_lr_factor`` and goes
+    on; after ``max_retries`` it raises :class:`DivergenceError`. ``fault(step, loss, logs)`` returns
+    (loss, logs) as the divergence check sees them: tests inject a NaN or an energy blow-up with it."""
     c = params.train.common
-    torch.manual_seed(c.seed)
-    np.random.seed(c.seed)
-    gen = torch.Generator().manual_seed(c.seed)
-    n_classes = len(data.classes)
-    model = build_model(params.model, n_classes).to(device)
-    objective = build_objective(objective_name, params, n_classes=n_classes).to(device)
-    opt = make_optimizer(model, c)
-    x_all = to_tensor(data.x_train).to(device)  # (N, 3, 32, 32)
-    y_all = torch.from_numpy(data.y_train).to(device)  # (N,)
-    lab, unl = BatchStream(len(y_all), c.batch_size, gen), BatchStream(len(y_all), c.batch_size, gen)
-
-    def prep(x: torch.Tensor) -> torch.Tensor:
-        return add_noise(augment(x) if c.augment else x, c.data_noise)
-
-    result = TrainResult(model, objective)
+    tr = Trainer(params, objective_name, data, device)
+    result = TrainResult(tr.model, tr.objective)
+    if resume is not None and (saved := resume.load()) is not None:
+        tr.load_state_dict(saved)
+        result.resumed_from = tr.step
+    good = tr.state_dict()  # the last good state
     t0 = time.perf_counter()
-    bar = tqdm(range(c.steps), desc=f"train {objective_name}", disable=not progress, mininterval=2)
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, c)
-        i, j = lab.next().to(device), unl.next().to(device)
-        batch = Batch(x_lab=prep(x_all[i]), y=y_all[i], x_px=prep(x_all[j]))
-        _, logs = train_step(model, objective, opt, batch)
-        if step % log_every == 0 or step == c.steps - 1:
-            row = {"step": step, "lr": opt.param_groups[0]["lr"], **{k: float(v) for k, v in logs.items()},
+    bar = tqdm(total=c.steps, initial=tr.step, desc=f"train {objective_name}", disable=not progress, mininterval=2)
+    while tr.step < c.steps:
+        step = tr.step
+        for g in tr.opt.param_groups:
+            g["lr"] = lr_at(step, c) * tr.lr_scale
+        loss_t, logs = train_step(tr.model, tr.objective, tr.opt, tr.next_batch())
+        loss, vals = float(loss_t), {k: float(v) for k, v in logs.items()}
+        if fault is not None:
+            loss, vals = fault(step, loss, vals)
+        reason = divergence(loss, vals, c)
+        if reason is not None:
+            if tr.retries >= c.max_retries:
+                raise DivergenceError(step, {**vals, "loss": loss},
+                                      f"{reason}; {tr.retries} retries used (train.common.max_retries)")
+            retries, lr_scale = tr.retries + 1, tr.lr_scale * c.retry_lr_factor
+            tr.load_state_dict(good)
+            tr.retries, tr.lr_scale = retries, lr_scale
+            tr.objective.reset_sampler()
+            tqdm.write(f"step {step}: {reason}; rolled back to step {tr.step}, sampler re-initialised, "
+                       f"lr × {lr_scale:g} (retry {retries}/{c.max_retries})")
+            bar.n = tr.step
+            continue
+        tr.step += 1
+        bar.update(1)
+        if step % log_every == 0 or tr.step == c.steps:
+            row = {"step": step, "lr": tr.opt.param_groups[0]["lr"], **vals, "retries": tr.retries,
                    "seconds": time.perf_counter() - t0}
-            check_divergence(step, {k: v for k, v in row.items() if k not in ("step",)}, c.diverge_threshold)
-            result.history.append(row)
+            tr.history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.2f}")
             if on_log:
                 on_log(row)
+        if tr.step % checkpoint_every == 0 and tr.step < c.steps:
+            good = tr.state_dict()
+            if resume is not None:
+                resume.save(good)
+    bar.close()
+    result.history, result.retries = tr.history, tr.retries
     result.seconds = time.perf_counter() - t0
     return result
+
+
+class ResumeStore:
+    """A run's resume state in ``folder/state.pt``, stamped with the params hash of the sections the
+    train stage reads. A state with another hash is ignored (and said so): the run starts fresh."""
+
+    def __init__(self, folder: str | Path, params_hash: str, log: Callable[[str], None] = print):
+        self.folder, self.hash, self.log = Path(folder), params_hash, log
+        self.path = self.folder / "state.pt"
+
+    def load(self) -> dict | None:
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated file cannot happen (atomic writes), a foreign one can
+            self.log(f"resume: {self.path} unreadable ({type(e).__name__}); starting fresh")
+            return None
+        if state.get("params_hash") != self.hash:
+            self.log(f"resume: {self.path} was written with params hash {str(state.get('params_hash'))[:12]}…, "
+                     f"this run has {self.hash[:12]}…; starting fresh")
+            return None
+        self.log(f"resume: continuing from step {state['trainer']['step']} ({self.path})")
+        return state["trainer"]
+
+    def save(self, trainer_state: dict) -> None:
+        atomic_torch_save(self.path, {"params_hash": self.hash, "trainer": trainer_state})
+
+    def finish(self) -> None:
+        """The run's outputs are written: drop the state; the folder stays (a DVC output) with a note."""
+        atomic_write_text(self.folder / "README.txt", "Resume state of a train stage: state.pt appears "
+                          "here while the run is in progress and is removed when it finishes.\n")
+        if self.path.exists():
+            self.path.unlink()

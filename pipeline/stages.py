@@ -30,6 +30,9 @@ class Stage:
     plots: dict[str, dict] = field(default_factory=dict)  # cache: false, `dvc plots`; path → x/y fields
     params: list[str] = field(default_factory=list)  # params.yaml sections read (templated)
     persist: list[str] = field(default_factory=list)  # persist: true, cache: false (DVC keeps it across runs)
+    # resume state: persist: true, cache: false for DVC, and NOT a Snakemake output, because Snakemake
+    # deletes a failed job's outputs and the state must survive a killed or failed run
+    state: list[str] = field(default_factory=list)
 
     def declared_outputs(self) -> list[str]:
         return [*self.outs, *self.outs_no_cache, *self.metrics, *self.plots, *self.persist]
@@ -59,7 +62,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         name="train",
         cmd=("python -m pipeline.train --objective {objective} --dataset {dataset} "
              "--data data/datasets/{dataset} --out data/train/{objective}/{dataset} "
-             "--logdir logs/{objective}/{dataset}"),
+             "--logdir logs/{objective}/{dataset} --resume-dir data/resume/{objective}/{dataset}"),
         matrix=("objective", "dataset"),
         deps=[PARAMS_OK, "data/datasets/{dataset}", "pipeline/train.py", *_CORE, *_MODEL, "ebm/data",
               "ebm/objectives", "ebm/sampling.py", "ebm/train.py", "ebm/history.py"],
@@ -67,6 +70,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         metrics=["data/train/{objective}/{dataset}/summary.json"],
         plots={"data/train/{objective}/{dataset}/history.csv": {"x": "step", "y": "loss"}},
         params=["model", "train.common", "train.{objective}"],
+        state=["data/resume/{objective}/{dataset}"],
     ),
     Stage(
         name="generate",
@@ -134,7 +138,7 @@ def dvc_stage(stage: Stage) -> dict:
     elif stage.params:
         d["params"] = [_dvc(p) for p in stage.params]
     outs = [_dvc(p) for p in stage.outs] + [{_dvc(p): {"cache": False}} for p in stage.outs_no_cache]
-    outs += [{_dvc(p): {"cache": False, "persist": True}} for p in stage.persist]
+    outs += [{_dvc(p): {"cache": False, "persist": True}} for p in [*stage.persist, *stage.state]]
     if outs:
         d["outs"] = outs
     if stage.metrics:

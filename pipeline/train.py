@@ -1,6 +1,7 @@
 """Stage `train`: train one objective on one dataset; writes model.pt, history.csv, summary.json."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from ebm.data import load_dataset
 from ebm.history import TensorBoardLogger, write_history
 from ebm.io import atomic_write_json
 from ebm.provenance import pick_device, provenance
-from ebm.train import train
+from ebm.train import ResumeStore, train
 from pipeline.common import base_parser, run, stage_params
 
 
@@ -22,6 +23,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--logdir", default=None, help="TensorBoard folder (not a tracked output)")
     p.add_argument("--log-every", type=int, default=10, help="steps between history rows")
+    p.add_argument("--resume-dir", default=None,
+                   help="folder for the resume state (kept by DVC, not a Snakemake output); none: no resume")
+    p.add_argument("--checkpoint-every", type=int, default=int(os.environ.get("EBM_CHECKPOINT_EVERY", 100)),
+                   help="steps between resume states / roll-back points (env EBM_CHECKPOINT_EVERY, default 100)")
     args = p.parse_args(argv)
     sp = stage_params(args.params, "train", objective=args.objective, dataset=args.dataset)
     if args.objective not in sp.params.objectives:
@@ -29,10 +34,13 @@ def main(argv: list[str] | None = None) -> None:
         raise ParamsError(f"objective {args.objective!r} is not listed in `objectives` of {args.params}")
     device = pick_device(args.device)
     data = load_dataset(args.data)
-    tb = TensorBoardLogger(args.logdir)
+    resume = ResumeStore(args.resume_dir, sp.hash) if args.resume_dir else None
+    if resume is not None and resume.path.is_file():
+        print(f"resume: found {resume.path}")
+    tb = TensorBoardLogger(args.logdir, fresh=resume is None or not resume.path.is_file())
     try:
         result = train(sp.params, args.objective, data, device, log_every=args.log_every, on_log=tb,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, resume=resume, checkpoint_every=args.checkpoint_every)
     finally:
         tb.close()
     out = Path(args.out)
@@ -46,8 +54,13 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write_json(out / "summary.json", {
         "objective": args.objective, "dataset": args.dataset, "steps": sp.params.train.common.steps,
         "train_seconds": round(result.seconds, 2), "final_loss": last["loss"], "final_batch_acc": last["acc"],
+        "divergence_retries": result.retries, "resumed_from_step": result.resumed_from,
         "provenance": prov})
-    print(f"trained {args.objective} on {args.dataset} in {result.seconds:.1f}s → {out}")
+    if resume is not None:
+        resume.finish()
+    print(f"trained {args.objective} on {args.dataset} in {result.seconds:.1f}s → {out}"
+          + (f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else "")
+          + (f" ({result.retries} roll-backs after divergence)" if result.retries else ""))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,11 @@ def _dvc_expanded(objectives, datasets):
             outs = []
             for key in ("outs", "metrics", "plots"):
                 for o in st.get(key, []):
-                    outs.append(sub(o if isinstance(o, str) else next(iter(o))))
+                    path = o if isinstance(o, str) else next(iter(o))
+                    if path.replace("${item.objective}", "{objective}").replace("${item.dataset}", "{dataset}") \
+                            in STAGES[name].state:
+                        continue  # resume state: kept by DVC, deliberately not a Snakemake output
+                    outs.append(sub(path))
             params = [sub(p) if isinstance(p, str) else "*" for p in st.get("params", [])]
             out[(name, tuple(sorted(item.items())))] = (sub(st["cmd"]), sorted(outs), params)
     return out
@@ -97,7 +101,9 @@ def test_every_stage_script_on_tiny_settings(workdir):
     _ok(data.main, "--dataset", "shapes", "--out", "data/datasets/shapes")
     for obj in ALL_OBJECTIVES:
         _ok(train.main, "--objective", obj, "--dataset", "shapes", "--data", "data/datasets/shapes",
-            "--out", f"data/train/{obj}/shapes", "--logdir", f"logs/{obj}/shapes", "--log-every", "2")
+            "--out", f"data/train/{obj}/shapes", "--logdir", f"logs/{obj}/shapes", "--log-every", "2",
+            "--resume-dir", f"data/resume/{obj}/shapes", "--checkpoint-every", "2")
+        assert not Path(f"data/resume/{obj}/shapes/state.pt").exists()  # dropped once outputs are written
         _ok(generate.main, "--checkpoint", f"data/train/{obj}/shapes/model.pt", "--out", f"data/generate/{obj}/shapes")
         _ok(evaluate.main, "--checkpoint", f"data/train/{obj}/shapes/model.pt", "--data", "data/datasets/shapes",
             "--out", f"data/evaluate/{obj}/shapes")

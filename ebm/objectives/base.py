@@ -18,6 +18,7 @@ class Batch:
     x_lab: torch.Tensor  # (B, 3, 32, 32) labelled images, augmented, for the cross-entropy branch
     y: torch.Tensor  # (B,) labels
     x_px: torch.Tensor  # (B', 3, 32, 32) a second, independent stream for the maximum-likelihood branch
+    x_px_clean: torch.Tensor | None = None  # the same images un-augmented (SADA-JEM's ML branch)
 
 
 class Objective:
@@ -30,6 +31,9 @@ class Objective:
 
     def to(self, device: torch.device | str) -> "Objective":
         return self
+
+    def reset_sampler(self) -> None:
+        """Re-initialise any sampler state (after a divergence). No-op for objectives without one."""
 
     def state_dict(self) -> dict:
         return {}

@@ -141,6 +141,9 @@ class HDGEJEM(HDGE):
         loss = loss + l_px
         return loss, {"loss": loss.detach(), **logs, **px_logs}
 
+    def reset_sampler(self) -> None:
+        self.jem.reset_sampler()
+
     def state_dict(self) -> dict:
         return {**super().state_dict(), "jem": self.jem.state_dict()}
 

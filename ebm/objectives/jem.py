@@ -66,6 +66,9 @@ class JEM(Objective):
         acc = (logits.argmax(1) == batch.y).float().mean()
         return loss, {"loss": loss.detach(), "ce": ce.detach(), "acc": acc, **px_logs}
 
+    def reset_sampler(self) -> None:
+        self.buffer.buffer = self.buffer.init(self.buffer.size)
+
     def state_dict(self) -> dict:
         return {"buffer": self.buffer.state_dict()}
 

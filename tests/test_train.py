@@ -1,0 +1,131 @@
+"""Divergence recovery and true resume."""
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ebm.config import parse_params
+from ebm.data.store import build_dataset
+from ebm.train import DivergenceError, ResumeStore, train
+from tests.conftest import REPO, tiny_params_dict, write_params
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    p = parse_params(tiny_params_dict())
+    arrays, _ = build_dataset("shapes", p.data["shapes"], tmp_path_factory.mktemp("raw"))
+    return arrays
+
+
+def _params(**common):
+    p = tiny_params_dict()
+    p["train"]["common"].update(steps=10, **common)
+    return parse_params(p)
+
+
+def _nan_at(k, times=1):
+    hits = []
+
+    def fault(step, loss, logs):
+        if step == k and len(hits) < times:
+            hits.append(step)
+            return float("nan"), logs
+        return loss, logs
+    return fault, hits
+
+
+def test_nan_at_step_k_is_rolled_back_and_the_run_finishes(data):
+    fault, hits = _nan_at(5)
+    r = train(_params(), "jem", data, torch.device("cpu"), progress=False, checkpoint_every=3, fault=fault)
+    assert hits == [5] and r.retries == 1
+    assert r.history[-1]["step"] == 9 and all(math.isfinite(h["loss"]) for h in r.history)
+    assert r.history[-1]["retries"] == 1
+    assert r.history[-1]["lr"] < _params().train.common.lr  # lowered by retry_lr_factor
+
+
+def test_energy_blow_up_is_detected_and_recovered(data):
+    hits = []
+
+    def fault(step, loss, logs):
+        if step == 4 and not hits:
+            hits.append(step)
+            return loss, {**logs, "e_sample": logs["e_data"] + 1e6}
+        return loss, logs
+    r = train(_params(), "jem", data, torch.device("cpu"), progress=False, checkpoint_every=3, fault=fault)
+    assert hits == [4] and r.retries == 1
+
+
+def test_past_the_retry_bound_a_named_error_carries_step_and_values(data):
+    fault, _ = _nan_at(6, times=100)
+    with pytest.raises(DivergenceError) as e:
+        train(_params(max_retries=2), "jem", data, torch.device("cpu"), progress=False, checkpoint_every=3,
+              fault=fault)
+    assert e.value.step == 6 and math.isnan(e.value.values["loss"])
+    assert "2 retries used" in str(e.value)
+
+
+def test_resume_in_process_equals_uninterrupted(data, tmp_path):
+    ref = train(_params(), "jem", data, torch.device("cpu"), progress=False, checkpoint_every=4)
+    store = ResumeStore(tmp_path, "h", log=lambda m: None)
+
+    def stop(step, loss, logs):
+        if step == 6:
+            raise KeyboardInterrupt  # the process dies between checkpoints (last saved: step 4)
+        return loss, logs
+    with pytest.raises(KeyboardInterrupt):
+        train(_params(), "jem", data, torch.device("cpu"), progress=False, checkpoint_every=4, resume=store, fault=stop)
+    got = train(_params(), "jem", data, torch.device("cpu"), progress=False, checkpoint_every=4, resume=store)
+    assert got.resumed_from == 4
+    for k, v in ref.model.state_dict().items():
+        assert torch.equal(v, got.model.state_dict()[k]), k
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(got.history) == strip(ref.history)
+    # a different params hash is refused: fresh start
+    other = ResumeStore(tmp_path, "other", log=lambda m: None)
+    store.save({"step": 1})
+    assert other.load() is None
+
+
+def _train_cmd(params, out, resume):
+    return [sys.executable, "-m", "pipeline.train", "--params", str(params), "--objective", "jem",
+            "--dataset", "shapes", "--data", "ds", "--out", str(out), "--resume-dir", str(resume),
+            "--checkpoint-every", "2", "--log-every", "1", "--no-progress"]
+
+
+def test_sigkill_then_restart_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    p = tiny_params_dict()
+    p["train"]["common"].update(steps=60)
+    params = write_params(tmp_path / "params.yaml", p)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    run = lambda cmd: subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
+    r = run([sys.executable, "-m", "pipeline.data", "--params", str(params), "--dataset", "shapes", "--out", "ds"])
+    assert r.returncode == 0, r.stderr
+    r = run(_train_cmd(params, "ref", "ref_resume"))
+    assert r.returncode == 0, r.stderr
+
+    state = tmp_path / "res" / "state.pt"
+    proc = subprocess.Popen(_train_cmd(params, "out", "res"), cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(random.uniform(0.0, 0.5))
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert state.exists() and not (tmp_path / "out" / "model.pt").exists()
+
+    r = run(_train_cmd(params, "out", "res"))
+    assert r.returncode == 0, r.stderr
+    assert "resume: continuing from step" in r.stdout
+    a = torch.load(tmp_path / "ref" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "out" / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda t: [line.rsplit(",", 1)[0] for line in t.splitlines()]  # drop the seconds column  # noqa: E731
+    assert strip((tmp_path / "ref" / "history.csv").read_text()) == strip((tmp_path / "out" / "history.csv").read_text())
