@@ -28,7 +28,7 @@ class ParamsError(ValueError):
 # ----------------------------------------------------------------------------------------------------
 # Sections
 
-OBJECTIVES = ("softmax", "jem", "hdge", "hdge_jem")
+OBJECTIVES = ("softmax", "jem", "jempp", "sada_jem", "hdge", "hdge_jem")
 DATASETS = ("shapes", "cifar10", "cifar100", "svhn")
 OOD_SETS = ("textures", "interp", "noise", "cifar10", "cifar100", "svhn")
 
@@ -98,6 +98,42 @@ class JemConfig:
 
 
 @dataclass(frozen=True)
+class JemppConfig:
+    """JEM++ (Yang & Ji 2021): JEM with informative init and proximal (clipped, projected) SGLD."""
+    px_weight: float
+    sgld_steps: int  # M outer steps (paper script: 10)
+    sgld_lr: float  # step per outer step = N inner steps × inner lr (5 × 0.2 = 1.0)
+    sgld_std: float  # Langevin noise (released config: 0)
+    grad_clip: float  # per-pixel gradient clip (1.0); 0 = off
+    buffer_size: int
+    reinit_freq: float
+    sample_batch_size: int
+    energy_l2: float
+    init: Literal["informative", "uniform"]  # class-conditional Gaussians fitted on the data, or U(-1, 1)
+    init_jitter: float  # added to each class covariance's diagonal (1e-4)
+    sample_mode: Literal["train", "eval"]  # model mode while sampling (JEM++: train, BN batch stats)
+
+
+@dataclass(frozen=True)
+class SadaJemConfig:
+    """SADA-JEM (Yang, Su & Ji 2023): JEM++'s sampler with K=5, SAM, no augmentation in the p(x) branch."""
+    px_weight: float
+    sgld_steps: int  # K (paper script: 5)
+    sgld_lr: float
+    sgld_std: float
+    grad_clip: float
+    buffer_size: int
+    reinit_freq: float
+    sample_batch_size: int
+    energy_l2: float  # code's l2_coeff, 0 in the paper recipe
+    init: Literal["informative", "uniform"]
+    init_jitter: float
+    sample_mode: Literal["train", "eval"]
+    rho: float  # SAM neighbourhood radius (code default 2.0)
+    adaptive: bool  # ASAM (the code switches it on for rho >= 0.5)
+
+
+@dataclass(frozen=True)
 class HdgeConfig:
     """HDGE (Liu & Abbeel 2020): CE + contrastive approximation of log q(x|y) over a logit memory."""
     ce_weight: float  # weight of cross-entropy (code: --pyxce 1)
@@ -132,6 +168,8 @@ class TrainConfig:
     common: TrainCommon
     softmax: SoftmaxConfig
     jem: JemConfig
+    jempp: JemppConfig
+    sada_jem: SadaJemConfig
     hdge: HdgeConfig
     hdge_jem: HdgeJemConfig
 
@@ -265,12 +303,13 @@ def _check_semantics(p: Params) -> None:
     need(c.energy_gap_threshold > 0, "train.common.energy_gap_threshold", "must be > 0")
     need(c.max_retries >= 0, "train.common.max_retries", "must be >= 0")
     need(0 < c.retry_lr_factor <= 1, "train.common.retry_lr_factor", "must be in (0, 1]")
-    for name in ("jem", "hdge_jem"):
+    for name in ("jem", "jempp", "sada_jem", "hdge_jem"):
         j = getattr(p.train, name)
         need(j.sgld_steps > 0, f"train.{name}.sgld_steps", "must be > 0")
         need(0.0 <= j.reinit_freq <= 1.0, f"train.{name}.reinit_freq", "must be in [0, 1]")
         need(j.buffer_size >= j.sample_batch_size > 0, f"train.{name}.buffer_size",
              "must be >= sample_batch_size > 0")
+    need(p.train.sada_jem.rho >= 0, "train.sada_jem.rho", "must be >= 0")
     for name in ("hdge", "hdge_jem"):
         h = getattr(p.train, name)
         need(h.temperature > 0, f"train.{name}.temperature", "must be > 0")

@@ -30,18 +30,29 @@ def model_mode(model: nn.Module, train: bool) -> Iterator[None]:
 
 
 def sgld(model: nn.Module, x0: torch.Tensor, *, steps: int, lr: float, std: float,
-         y: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+         y: torch.Tensor | None = None, grad_clip: float = 0.0, clamp: bool = False,
+         generator: torch.Generator | None = None) -> torch.Tensor:
     """Run ``steps`` SGLD steps from ``x0`` (B, 3, H, W); returns detached samples. Model gradients
-    are not accumulated: only ∂/∂x is taken."""
+    are not accumulated: only ∂/∂x is taken.
+
+    ``grad_clip`` > 0 clips the gradient per pixel to ±grad_clip and ``clamp`` projects x onto [-1, 1]
+    after each step: JEM++'s proximal SGLD and SADA-JEM's sampler,
+    x_{k+1} = clip_{[-1,1]}(x_k + α clip(∇, ±c) + σ ε). JEM++'s PYLD-M-N equals M such steps of size
+    N·lr_inner, because its inner steps reuse one input gradient (METHODS.md §2.2, §8.15)."""
     x = x0.detach().clone()
     for _ in range(steps):
         x.requires_grad_(True)
         logits = model(x)  # (B, C)
         score = log_px(logits) if y is None else logits.gather(1, y[:, None]).squeeze(1)  # (B,)
         (grad,) = torch.autograd.grad(score.sum(), x)
-        noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-        x = (x.detach() + lr * grad + std * noise).detach()
-    return x
+        if grad_clip > 0:
+            grad = grad.clamp(-grad_clip, grad_clip)
+        x = x.detach() + lr * grad
+        if std > 0:
+            x = x + std * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        if clamp:
+            x = x.clamp(-1, 1)
+    return x.detach()
 
 
 def uniform_init(n: int, shape: tuple[int, ...], device: torch.device | str = "cpu",

@@ -6,6 +6,7 @@ cross-entropy and a second batch for the maximum-likelihood branch. Both are aug
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -24,6 +25,7 @@ from ebm.data import DatasetArrays
 from ebm.io import atomic_torch_save, atomic_write_text
 from ebm.models import build_model
 from ebm.objectives import Batch, Objective, build_objective
+from ebm.sam import SAM
 
 
 class DivergenceError(RuntimeError):
@@ -76,8 +78,30 @@ def train_step(model: nn.Module, objective: Objective, opt: torch.optim.Optimize
     loss, logs = objective.loss(model, batch)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    opt.step()
+    if isinstance(opt, SAM):  # second pass at w + ε(w) with the same samples, batch-norm stats frozen
+        opt.first_step()
+        with frozen_bn_stats(model):
+            second = objective.perturbed_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        second.backward()
+        opt.second_step()
+    else:
+        opt.step()
     return loss.detach(), logs
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(model: nn.Module):
+    """Batch norm keeps normalising with batch statistics but does not update its running ones."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
 
 
 def divergence(loss: float, logs: dict[str, float], c: TrainCommon) -> str | None:
@@ -113,10 +137,13 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(c.seed)
         n_classes = len(data.classes)
         self.model = build_model(params.model, n_classes).to(device)
-        self.objective = build_objective(objective_name, params, n_classes=n_classes).to(device)
-        self.opt = make_optimizer(self.model, c)
         self.x_all = to_tensor(data.x_train).to(device)  # (N, 3, 32, 32)
         self.y_all = torch.from_numpy(data.y_train).to(device)  # (N,)
+        self.objective = build_objective(objective_name, params, n_classes=n_classes,
+                                         data=(self.x_all, self.y_all)).to(device)
+        self.opt = make_optimizer(self.model, c)
+        if getattr(self.objective, "sam", None):
+            self.opt = SAM(self.opt, **self.objective.sam)
         self.lab = BatchStream(len(self.y_all), c.batch_size, self.gen)
         self.unl = BatchStream(len(self.y_all), c.batch_size, self.gen)
         self.step = 0

@@ -18,6 +18,8 @@ def tiny_params_dict() -> dict:
     p["model"].update(depth=10, width=1)
     p["train"]["common"].update(steps=6, batch_size=16, warmup_steps=2)
     p["train"]["jem"].update(sgld_steps=2, buffer_size=64, sample_batch_size=8)
+    p["train"]["jempp"].update(sgld_steps=2, buffer_size=64, sample_batch_size=8)
+    p["train"]["sada_jem"].update(sgld_steps=2, buffer_size=64, sample_batch_size=8)
     p["train"]["hdge"].update(queue_size=32)
     p["train"]["hdge_jem"].update(queue_size=32, sgld_steps=2, buffer_size=64, sample_batch_size=8)
     p["generate"].update(n_samples=8, sgld_steps=2, batch_size=8)

@@ -47,3 +47,35 @@ def test_replay_buffer_reinit_fraction_and_writeback():
     other = ReplayBuffer(1000, (1,), reinit_freq=0.2, init=lambda n: torch.zeros(n, 1))
     other.load_state_dict(state)
     assert torch.equal(other.buffer, buf.buffer)
+
+
+class Gaussian2D(nn.Module):
+    """log p~(x) = -(x - mu)ᵀ Σ⁻¹ (x - mu) / 2 on flattened 2-D inputs, as a single logit."""
+
+    def __init__(self, mu, cov):
+        super().__init__()
+        self.mu, self.prec = mu, torch.linalg.inv(cov)
+
+    def forward(self, x):
+        d = x.flatten(1) - self.mu  # (B, 2)
+        return -0.5 * ((d @ self.prec) * d).sum(1, keepdim=True)
+
+
+def test_calibrated_langevin_matches_gaussian_mean_and_covariance():
+    torch.manual_seed(0)
+    mu = torch.tensor([0.5, -0.3])
+    cov = torch.tensor([[0.30, 0.12], [0.12, 0.20]])
+    model = Gaussian2D(mu, cov)
+    alpha = 0.01  # with σ = sqrt(2α) SGLD is the (unadjusted) Langevin algorithm
+    x = sgld(model, torch.zeros(4000, 2), steps=1500, lr=alpha, std=(2 * alpha) ** 0.5)
+    # tolerance: Monte-Carlo error (≈ 0.01) plus the O(α) discretisation bias of the covariance
+    assert torch.allclose(x.mean(0), mu, atol=0.03)
+    assert torch.allclose(torch.cov(x.t()), cov, atol=0.03)
+
+
+def test_clipped_projected_steps_stay_in_the_box_and_move_at_most_lr():
+    lin = nn.Linear(12, 2)
+    x0 = torch.rand(16, 3, 2, 2) * 2 - 1
+    x = sgld(lambda z: lin(z.flatten(1)) * 100, x0, steps=1, lr=0.3, std=0.0, grad_clip=1.0, clamp=True)
+    assert x.min() >= -1 and x.max() <= 1
+    assert (x - x0).abs().max() <= 0.3 + 1e-6

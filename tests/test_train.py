@@ -129,3 +129,37 @@ def test_sigkill_then_restart_is_bit_identical_to_an_uninterrupted_run(tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda t: [line.rsplit(",", 1)[0] for line in t.splitlines()]  # drop the seconds column  # noqa: E731
     assert strip((tmp_path / "ref" / "history.csv").read_text()) == strip((tmp_path / "out" / "history.csv").read_text())
+
+
+def test_sada_jem_max_likelihood_branch_sees_unaugmented_images(data):
+    from ebm.train import Trainer
+
+    p = tiny_params_dict()
+    p["objectives"] = ["sada_jem"]
+    p["train"]["common"].update(augment=True, data_noise=0.03)
+    tr = Trainer(parse_params(p), "sada_jem", data, torch.device("cpu"))
+    batch = tr.next_batch()
+    seen = []
+    handle = tr.model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    tr.objective.loss(tr.model, batch)
+    handle.remove()
+    rows = {tuple(r.flatten().tolist()) for r in tr.x_all}
+    clean = [x for x in seen if x.shape == batch.x_px_clean.shape and torch.equal(x, batch.x_px_clean)]
+    assert clean, "the p(x) branch did not receive the clean batch"
+    assert all(tuple(r.flatten().tolist()) in rows for r in clean[0])  # really training images, untouched
+    assert not any(torch.equal(x, batch.x_px) for x in seen)  # the augmented p(x) batch is never used
+    assert any(torch.equal(x, batch.x_lab) for x in seen)  # cross-entropy still gets the augmented one
+
+
+def test_sada_jem_takes_a_sam_step(data):
+    from ebm.sam import SAM
+    from ebm.train import Trainer, train_step
+
+    p = tiny_params_dict()
+    p["train"]["sada_jem"].update(rho=0.05)
+    tr = Trainer(parse_params(p), "sada_jem", data, torch.device("cpu"))
+    assert isinstance(tr.opt, SAM)
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    loss, logs = train_step(tr.model, tr.objective, tr.opt, tr.next_batch())
+    assert torch.isfinite(loss) and {"ce", "px", "e_data", "e_sample"} <= set(logs)
+    assert any(not torch.equal(before[k], v) for k, v in tr.model.state_dict().items())

@@ -87,7 +87,7 @@ class HDGE(Objective):
     name = "hdge"
 
     def __init__(self, cfg: HdgeConfig | HdgeJemConfig, common: TrainCommon, *, n_classes: int,
-                 image_shape: tuple[int, ...]):
+                 image_shape: tuple[int, ...], data: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.cfg = cfg
         self.queue = LogitQueue(cfg.queue_size, n_classes, torch.Generator().manual_seed(common.seed))
 
@@ -123,7 +123,8 @@ class HDGEJEM(HDGE):
 
     name = "hdge_jem"
 
-    def __init__(self, cfg: HdgeJemConfig, common: TrainCommon, *, n_classes: int, image_shape: tuple[int, ...]):
+    def __init__(self, cfg: HdgeJemConfig, common: TrainCommon, *, n_classes: int, image_shape: tuple[int, ...],
+                 data: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__(cfg, common, n_classes=n_classes, image_shape=image_shape)
         jem_cfg = JemConfig(px_weight=cfg.px_weight, sgld_steps=cfg.sgld_steps, sgld_lr=cfg.sgld_lr,
                             sgld_std=cfg.sgld_std, buffer_size=cfg.buffer_size, reinit_freq=cfg.reinit_freq,

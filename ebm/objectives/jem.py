@@ -17,45 +17,73 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ebm.config import JemConfig, TrainCommon
+from ebm.config import TrainCommon
 from ebm.models import log_px
 from ebm.objectives.base import Batch, Objective
+from ebm.informative_init import ClassGaussians
 from ebm.sampling import ReplayBuffer, model_mode, sgld, uniform_init
 
 
 class JEM(Objective):
-    name = "jem"
+    """JEM as the paper's code runs it: U(-1, 1) init, plain SGLD, model in eval() while sampling.
+    Subclasses change the sampler through the class attributes below and their config."""
 
-    def __init__(self, cfg: JemConfig, common: TrainCommon, *, n_classes: int, image_shape: tuple[int, ...]):
+    name = "jem"
+    grad_clip = 0.0  # per-pixel gradient clip in SGLD (0 = off)
+    clamp = False  # project samples onto [-1, 1] after each step
+
+    def __init__(self, cfg, common: TrainCommon, *, n_classes: int, image_shape: tuple[int, ...],
+                 data: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.cfg = cfg
         self.device: torch.device | str = "cpu"
-        self.buffer = ReplayBuffer(cfg.buffer_size, image_shape, reinit_freq=cfg.reinit_freq,
-                                   init=lambda n: uniform_init(n, image_shape, self.device))
+        self.gaussians: ClassGaussians | None = None
+        if getattr(cfg, "init", "uniform") == "informative":
+            if data is None:
+                raise ValueError(f"{self.name}: informative init needs the training images")
+            self.gaussians = ClassGaussians.fit(data[0].cpu(), data[1].cpu(), n_classes, jitter=cfg.init_jitter)
+        self.buffer = ReplayBuffer(cfg.buffer_size, image_shape, reinit_freq=cfg.reinit_freq, init=self._init(image_shape))
+
+    def _init(self, image_shape: tuple[int, ...]):
+        if self.gaussians is not None:
+            return lambda n: self.gaussians.sample(n).to(self.device)
+        return lambda n: uniform_init(n, image_shape, self.device)
 
     def to(self, device: torch.device | str) -> "JEM":
         self.device = device
+        if self.gaussians is not None:
+            self.gaussians.to(device)
         self.buffer.to(device)
         return self
 
     def sample(self, model: nn.Module) -> torch.Tensor:
-        """Advance ``sample_batch_size`` buffer chains by K SGLD steps (model in eval mode, as JEM)."""
+        """Advance ``sample_batch_size`` buffer chains by K SGLD steps and write them back."""
         c = self.cfg
         idx, x0 = self.buffer.sample(c.sample_batch_size)
-        with model_mode(model, train=False):
-            x = sgld(model, x0, steps=c.sgld_steps, lr=c.sgld_lr, std=c.sgld_std)
+        with model_mode(model, train=getattr(c, "sample_mode", "eval") == "train"):
+            x = sgld(model, x0, steps=c.sgld_steps, lr=c.sgld_lr, std=c.sgld_std, grad_clip=self.grad_clip,
+                     clamp=self.clamp)
         self.buffer.push(idx, x)
         return x
 
-    def px_terms(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """px_weight · L_px (+ the energy penalty), and its scalars; shared with ``hdge_jem``."""
+    def px_input(self, batch: Batch) -> torch.Tensor:
+        """The data images of the maximum-likelihood branch (JEM: augmented and noised, like x_lab)."""
+        return batch.x_px
+
+    def px_terms(self, model: nn.Module, batch: Batch, x_fake: torch.Tensor | None = None,
+                 energy_l2: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """px_weight · L_px (+ the energy penalty), and its scalars; shared with ``hdge_jem``.
+        ``x_fake`` reuses samples already drawn (SAM's second pass) instead of sampling again;
+        ``energy_l2`` overrides the configured penalty weight."""
         c = self.cfg
-        x_fake = self.sample(model)  # (S, 3, 32, 32), detached
-        lp_real = log_px(model(batch.x_px))  # (B',)
+        energy_l2 = c.energy_l2 if energy_l2 is None else energy_l2
+        if x_fake is None:
+            x_fake = self.sample(model)  # (S, 3, 32, 32), detached
+        lp_real = log_px(model(self.px_input(batch)))  # (B',)
         lp_fake = log_px(model(x_fake))  # (S,)
         l_px = -(lp_real.mean() - lp_fake.mean())
         loss = c.px_weight * l_px
-        if c.energy_l2 > 0:
-            loss = loss + c.energy_l2 * (lp_real.mean() ** 2 + lp_fake.mean() ** 2)
+        if energy_l2 > 0:
+            loss = loss + energy_l2 * (lp_real.mean() ** 2 + lp_fake.mean() ** 2)
         return loss, {"px": l_px.detach(), "e_data": -lp_real.detach().mean(), "e_sample": -lp_fake.detach().mean()}
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -12,7 +12,8 @@ from ebm.objectives.base import Batch, Objective
 class Softmax(Objective):
     name = "softmax"
 
-    def __init__(self, cfg: SoftmaxConfig, common: TrainCommon, *, n_classes: int, image_shape: tuple[int, ...]):
+    def __init__(self, cfg: SoftmaxConfig, common: TrainCommon, *, n_classes: int, image_shape: tuple[int, ...],
+                 data: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.cfg = cfg
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

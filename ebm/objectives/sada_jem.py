@@ -1,0 +1,49 @@
+"""SADA-JEM: "Towards Bridging the Performance Gaps of Joint Energy-based Models" (Yang, Su & Ji,
+CVPR 2023, arXiv:2209.07959).
+
+JEM++'s sampler (informative init, clipped and projected SGLD, here K = 5) plus two changes:
+
+* Sharpness-aware minimisation of the whole loss: with ε(w) = ρ T² g / ‖T g‖ (T = I, or |w| for ASAM),
+  min_w L(w + ε(w)), L = CE(f(x_lab), y) + px_weight · [-mean LSE f(x+) + mean LSE f(x~)];
+  the second (perturbed) pass reuses the same samples x~ and runs with batch-norm statistics frozen.
+* No data augmentation in the maximum-likelihood branch: x+ are the training images as they are
+  (no crop, flip or noise); only the cross-entropy branch is augmented.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ebm.objectives.base import Batch
+from ebm.objectives.jempp import JEMPP
+
+
+class SADAJEM(JEMPP):
+    name = "sada_jem"
+
+    @property
+    def sam(self) -> dict:
+        """The train loop wraps its optimizer in SAM with these settings."""
+        return {"rho": self.cfg.rho, "adaptive": self.cfg.adaptive}
+
+    def px_input(self, batch: Batch) -> torch.Tensor:
+        if batch.x_px_clean is None:
+            raise ValueError("sada_jem needs the un-augmented p(x) batch (Batch.x_px_clean)")
+        return batch.x_px_clean
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self._x_fake = self.sample(model)  # kept for the perturbed pass
+        return self._total(model, batch, energy_l2=None)
+
+    def perturbed_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """SAM's second pass at w + ε(w): the same samples, no energy penalty (as the authors' code)."""
+        return self._total(model, batch, energy_l2=0.0)[0]
+
+    def _total(self, model: nn.Module, batch: Batch, energy_l2: float | None):
+        l_px, px_logs = self.px_terms(model, batch, x_fake=self._x_fake, energy_l2=energy_l2)
+        logits = model(batch.x_lab)  # (B, C)
+        ce = F.cross_entropy(logits, batch.y)
+        loss = ce + l_px
+        acc = (logits.argmax(1) == batch.y).float().mean()
+        return loss, {"loss": loss.detach(), "ce": ce.detach(), "acc": acc, **px_logs}
