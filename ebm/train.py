@@ -72,15 +72,18 @@ def make_optimizer(model: nn.Module, c: TrainCommon) -> torch.optim.Optimizer:
 
 
 def train_step(model: nn.Module, objective: Objective, opt: torch.optim.Optimizer, batch: Batch,
+               amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One optimizer step; returns the loss and the objective's scalars (still on the device)."""
+    """One optimizer step; returns the loss and the objective's scalars (still on the device).
+    ``amp`` wraps the forward passes (e.g. bf16 autocast); backward runs outside it."""
     model.train()
-    loss, logs = objective.loss(model, batch)
+    with amp():
+        loss, logs = objective.loss(model, batch)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if isinstance(opt, SAM):  # second pass at w + ε(w) with the same samples, batch-norm stats frozen
         opt.first_step()
-        with frozen_bn_stats(model):
+        with frozen_bn_stats(model), amp():
             second = objective.perturbed_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         second.backward()
@@ -128,7 +131,8 @@ class TrainResult:
 class Trainer:
     """Owns everything a run's state is made of, so it can be snapshot, rolled back and resumed."""
 
-    def __init__(self, params: Params, objective_name: str, data: DatasetArrays, device: torch.device):
+    def __init__(self, params: Params, objective_name: str, data: DatasetArrays, device: torch.device, *,
+                 channels_last: bool = False):
         c = self.c = params.train.common
         torch.manual_seed(c.seed)
         np.random.seed(c.seed)
@@ -138,6 +142,9 @@ class Trainer:
         n_classes = len(data.classes)
         self.model = build_model(params.model, n_classes).to(device)
         self.x_all = to_tensor(data.x_train).to(device)  # (N, 3, 32, 32)
+        if channels_last:  # NHWC kernels on GPUs; results unchanged up to float rounding
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.x_all = self.x_all.contiguous(memory_format=torch.channels_last)
         self.y_all = torch.from_numpy(data.y_train).to(device)  # (N,)
         self.objective = build_objective(objective_name, params, n_classes=n_classes,
                                          data=(self.x_all, self.y_all)).to(device)
@@ -222,14 +229,20 @@ def _set_py_state(s: list) -> None:
 def train(params: Params, objective_name: str, data: DatasetArrays, device: torch.device, *,
           log_every: int = 10, on_log: Callable[[dict], None] | None = None, progress: bool = True,
           resume: "ResumeStore | None" = None, checkpoint_every: int = 100,
-          fault: Callable[[int, float, dict], tuple[float, dict]] | None = None) -> TrainResult:
+          fault: Callable[[int, float, dict], tuple[float, dict]] | None = None,
+          bf16: bool = False, channels_last: bool = False) -> TrainResult:
     """Train one objective. Every ``checkpoint_every`` steps the whole state is kept in memory (the
     rollback point after a divergence) and, with ``resume``, written atomically to disk. On divergence
     the run rolls back, re-initialises the sampler, multiplies the lr by ``retry_lr_factor`` and goes
     on; after ``max_retries`` it raises :class:`DivergenceError`. ``fault(step, loss, logs)`` returns
-    (loss, logs) as the divergence check sees them: tests inject a NaN or an energy blow-up with it."""
+    (loss, logs) as the divergence check sees them: tests inject a NaN or an energy blow-up with it.
+    ``bf16`` (autocast) and ``channels_last`` are execution options: flags, not tracked params."""
     c = params.train.common
-    tr = Trainer(params, objective_name, data, device)
+    tr = Trainer(params, objective_name, data, device, channels_last=channels_last)
+
+    def amp() -> contextlib.AbstractContextManager:
+        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
     result = TrainResult(tr.model, tr.objective)
     if resume is not None and (saved := resume.load()) is not None:
         tr.load_state_dict(saved)
@@ -241,7 +254,7 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
         step = tr.step
         for g in tr.opt.param_groups:
             g["lr"] = lr_at(step, c) * tr.lr_scale
-        loss_t, logs = train_step(tr.model, tr.objective, tr.opt, tr.next_batch())
+        loss_t, logs = train_step(tr.model, tr.objective, tr.opt, tr.next_batch(), amp)
         loss, vals = float(loss_t), {k: float(v) for k, v in logs.items()}
         if fault is not None:
             loss, vals = fault(step, loss, vals)

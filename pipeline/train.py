@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="folder for the resume state (kept by DVC, not a Snakemake output); none: no resume")
     p.add_argument("--checkpoint-every", type=int, default=int(os.environ.get("EBM_CHECKPOINT_EVERY", 100)),
                    help="steps between resume states / roll-back points (env EBM_CHECKPOINT_EVERY, default 100)")
+    p.add_argument("--bf16", action="store_true", default=bool(os.environ.get("EBM_BF16")),
+                   help="bf16 autocast for the forward passes (env EBM_BF16)")
+    p.add_argument("--channels-last", action="store_true", default=bool(os.environ.get("EBM_CHANNELS_LAST")),
+                   help="channels_last memory format (env EBM_CHANNELS_LAST)")
     args = p.parse_args(argv)
     sp = stage_params(args.params, "train", objective=args.objective, dataset=args.dataset)
     if args.objective not in sp.params.objectives:
@@ -40,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     tb = TensorBoardLogger(args.logdir, fresh=resume is None or not resume.path.is_file())
     try:
         result = train(sp.params, args.objective, data, device, log_every=args.log_every, on_log=tb,
-                       progress=not args.no_progress, resume=resume, checkpoint_every=args.checkpoint_every)
+                       progress=not args.no_progress, resume=resume, checkpoint_every=args.checkpoint_every,
+                       bf16=args.bf16, channels_last=args.channels_last)
     finally:
         tb.close()
     out = Path(args.out)

@@ -26,7 +26,7 @@ def data(tmp_path_factory):
 
 def _params(**common):
     p = tiny_params_dict()
-    p["train"]["common"].update(steps=10, **common)
+    p["train"]["common"].update({"steps": 10, **common})
     return parse_params(p)
 
 
@@ -163,3 +163,9 @@ def test_sada_jem_takes_a_sam_step(data):
     loss, logs = train_step(tr.model, tr.objective, tr.opt, tr.next_batch())
     assert torch.isfinite(loss) and {"ce", "px", "e_data", "e_sample"} <= set(logs)
     assert any(not torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
+
+
+def test_bf16_and_channels_last_flags_train(data):
+    r = train(_params(steps=3), "jem", data, torch.device("cpu"), progress=False, bf16=True, channels_last=True)
+    assert all(math.isfinite(h["loss"]) for h in r.history)
+    assert r.model.stem.weight.is_contiguous(memory_format=torch.channels_last)
