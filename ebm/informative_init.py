@@ -33,8 +33,11 @@ class ClassGaussians:
         dev = self.mean.device
         if classes is None:
             classes = torch.randint(0, len(self.mean), (n,), device=dev, generator=generator)
-        z = torch.randn(n, self.mean.shape[1], 1, device=dev, generator=generator)  # (n, D, 1)
-        x = self.mean[classes] + (self.chol[classes] @ z).squeeze(-1)  # (n, D)
+        z = torch.randn(n, self.mean.shape[1], device=dev, generator=generator)  # (n, D)
+        x = torch.empty_like(z)
+        for c in torch.unique(classes).tolist():  # per class: never materialise one (D, D) factor per sample
+            sel = classes == c
+            x[sel] = self.mean[c] + z[sel] @ self.chol[c].t()  # (n_c, D)
         x = x.view(n, *self.shape)
         return x.clamp(-1, 1) if self.clamp else x
 

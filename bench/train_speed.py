@@ -1,0 +1,83 @@
+"""Seconds per training iteration and images per second, per objective, on this machine.
+
+    python bench/train_speed.py --depth 16 --width 2 --iters 10 --objectives softmax jem
+
+Prints a markdown table. Uses random 32×32 data (speed does not depend on content), the repository's
+params.yaml for everything it does not override, and median wall time over ``--iters`` iterations
+after ``--warmup`` (CUDA: synchronised with events). Compare only numbers taken on the same machine.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ebm.config import load_raw, parse_params  # noqa: E402
+from ebm.data import DatasetArrays  # noqa: E402
+from ebm.provenance import device_name, pick_device  # noqa: E402
+from ebm.train import Trainer, train_step  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--objectives", nargs="+", default=["softmax", "jem", "jempp", "sada_jem", "hdge", "hdge_jem"])
+    p.add_argument("--depth", type=int, default=16)
+    p.add_argument("--width", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--sgld-steps", type=int, default=20, help="K for jem / hdge_jem (JEM paper: 20)")
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    args = p.parse_args()
+    device = pick_device(args.device)
+    raw = copy.deepcopy(load_raw(args.params))
+    raw["model"].update(depth=args.depth, width=args.width)
+    raw["train"]["common"].update(batch_size=args.batch_size)
+    for o in ("jem", "hdge_jem"):
+        raw["train"][o].update(sgld_steps=args.sgld_steps, sample_batch_size=args.batch_size)
+    for o in ("jempp", "sada_jem"):
+        raw["train"][o].update(sample_batch_size=args.batch_size)
+    params = parse_params(raw)
+    rng = np.random.default_rng(0)
+    n = 1024
+    data = DatasetArrays("random", [str(i) for i in range(10)], rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                         rng.integers(0, 10, n).astype(np.int64), np.zeros((0, 32, 32, 3), np.uint8),
+                         np.zeros(0, np.int64), {})
+    print(f"device: {device_name(device)}; torch {torch.__version__}; python {platform.python_version()}; "
+          f"WRN-{args.depth}-{args.width}, batch {args.batch_size}, K={args.sgld_steps} (jem, hdge_jem); "
+          f"median of {args.iters} iterations after {args.warmup} warm-up\n")
+    print("| objective | s/iter | img/s (labelled) |")
+    print("| --- | --- | --- |")
+    for obj in args.objectives:
+        tr = Trainer(params, obj, data, device, channels_last=args.channels_last)
+        amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 else None
+        times = []
+        for i in range(args.warmup + args.iters):
+            batch = tr.next_batch()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            train_step(tr.model, tr.objective, tr.opt, batch, **({"amp": amp} if amp else {}))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t)
+        med = statistics.median(times)
+        print(f"| {obj} | {med:.3f} | {args.batch_size / med:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
