@@ -88,6 +88,7 @@ class SoftmaxConfig:
 class JemConfig:
     """JEM (Grathwohl et al. 2020): CE + maximum likelihood of p(x) with PCD-SGLD."""
     px_weight: float  # weight of the log p(x) surrogate
+    pxy_weight: float  # weight of the optional log p(x|y) term with class-conditional chains (paper: 0)
     sgld_steps: int  # K, SGLD steps per training step
     sgld_lr: float  # alpha, step size on grad_x log p~(x)
     sgld_std: float  # sigma, Langevin noise std
@@ -101,6 +102,7 @@ class JemConfig:
 class JemppConfig:
     """JEM++ (Yang & Ji 2021): JEM with informative init and proximal (clipped, projected) SGLD."""
     px_weight: float
+    pxy_weight: float  # weight of the optional log p(x|y) term with class-conditional chains (paper: 0)
     sgld_steps: int  # M outer steps (paper script: 10)
     sgld_lr: float  # step per outer step = N inner steps × inner lr (5 × 0.2 = 1.0)
     sgld_std: float  # Langevin noise (released config: 0)
@@ -118,6 +120,7 @@ class JemppConfig:
 class SadaJemConfig:
     """SADA-JEM (Yang, Su & Ji 2023): JEM++'s sampler with K=5, SAM, no augmentation in the p(x) branch."""
     px_weight: float
+    pxy_weight: float  # weight of the optional log p(x|y) term with class-conditional chains (paper: 0)
     sgld_steps: int  # K (paper script: 5)
     sgld_lr: float
     sgld_std: float
@@ -310,6 +313,8 @@ def _check_semantics(p: Params) -> None:
         need(j.buffer_size >= j.sample_batch_size > 0, f"train.{name}.buffer_size",
              "must be >= sample_batch_size > 0")
     need(p.train.sada_jem.rho >= 0, "train.sada_jem.rho", "must be >= 0")
+    need(p.train.sada_jem.pxy_weight == 0, "train.sada_jem.pxy_weight",
+         "the p(x|y) term is not implemented with SAM's second pass; must be 0")
     for name in ("hdge", "hdge_jem"):
         h = getattr(p.train, name)
         need(h.temperature > 0, f"train.{name}.temperature", "must be > 0")

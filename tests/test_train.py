@@ -169,3 +169,11 @@ def test_bf16_and_channels_last_flags_train(data):
     r = train(_params(steps=3), "jem", data, torch.device("cpu"), progress=False, bf16=True, channels_last=True)
     assert all(math.isfinite(h["loss"]) for h in r.history)
     assert r.model.stem.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_jem_optional_pxy_term_is_logged_and_trains(data):
+    p = tiny_params_dict()
+    p["train"]["common"].update(steps=3)
+    p["train"]["jem"].update(pxy_weight=1.0)
+    r = train(parse_params(p), "jem", data, torch.device("cpu"), progress=False, log_every=1)
+    assert all("pxy" in h and math.isfinite(h["pxy"]) for h in r.history)

@@ -5,8 +5,10 @@
 The log p(x) gradient is the contrastive-divergence estimate with SGLD samples x~ from a persistent
 replay buffer; the surrogate loss and the total are
 
-    L_px = -( mean_i LSE f(x+_i) - mean_j LSE f(x~_j) )
-    L    = CE(f(x_lab), y) + px_weight · L_px + energy_l2 · (mean LSE f(x+)² + mean LSE f(x~)²)
+    L_px  = -( mean_i LSE f(x+_i) - mean_j LSE f(x~_j) )
+    L_pxy = -( mean_i f(x_lab,i)[y_i] - mean_j f(x~_j | y_j)[y_j] )     (optional, class-conditional chains)
+    L     = CE(f(x_lab), y) + px_weight · L_px + pxy_weight · L_pxy
+            + energy_l2 · (mean LSE f(x+)² + mean LSE f(x~)²)
 
 x+ and (x_lab, y) are two independent batches; the samples are detached (no gradient through SGLD).
 ``energy_l2`` is the small energy-magnitude penalty suggested for stability (0 = the paper).
@@ -86,13 +88,31 @@ class JEM(Objective):
             loss = loss + energy_l2 * (lp_real.mean() ** 2 + lp_fake.mean() ** 2)
         return loss, {"px": l_px.detach(), "e_data": -lp_real.detach().mean(), "e_sample": -lp_fake.detach().mean()}
 
+    def pxy_term(self, model: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """L_pxy with chains drawn from the buffer and run by class-conditional SGLD on f(x)[y~]."""
+        c = self.cfg
+        idx, x0 = self.buffer.sample(c.sample_batch_size)
+        y_fake = torch.randint(0, logits.shape[1], (len(x0),), device=x0.device)  # (S,)
+        with model_mode(model, train=getattr(c, "sample_mode", "eval") == "train"):
+            x = sgld(model, x0, steps=c.sgld_steps, lr=c.sgld_lr, std=c.sgld_std, y=y_fake,
+                     grad_clip=self.grad_clip, clamp=self.clamp)
+        self.buffer.push(idx, x)
+        f_fake = model(x).gather(1, y_fake[:, None]).squeeze(1)  # (S,)
+        f_real = logits.gather(1, y[:, None]).squeeze(1)  # (B,)
+        return -(f_real.mean() - f_fake.mean())
+
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         l_px, px_logs = self.px_terms(model, batch)
         logits = model(batch.x_lab)  # (B, C)
         ce = F.cross_entropy(logits, batch.y)
         loss = ce + l_px
+        extra = {}
+        if self.cfg.pxy_weight > 0:
+            l_pxy = self.pxy_term(model, logits, batch.y)
+            loss = loss + self.cfg.pxy_weight * l_pxy
+            extra["pxy"] = l_pxy.detach()
         acc = (logits.argmax(1) == batch.y).float().mean()
-        return loss, {"loss": loss.detach(), "ce": ce.detach(), "acc": acc, **px_logs}
+        return loss, {"loss": loss.detach(), "ce": ce.detach(), "acc": acc, **px_logs, **extra}
 
     def reset_sampler(self) -> None:
         self.buffer.buffer = self.buffer.init(self.buffer.size)
