@@ -126,7 +126,7 @@ class HDGEJEM(HDGE):
     def __init__(self, cfg: HdgeJemConfig, common: TrainCommon, *, n_classes: int, image_shape: tuple[int, ...],
                  data: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__(cfg, common, n_classes=n_classes, image_shape=image_shape)
-        jem_cfg = JemConfig(px_weight=cfg.px_weight, sgld_steps=cfg.sgld_steps, sgld_lr=cfg.sgld_lr,
+        jem_cfg = JemConfig(px_weight=cfg.px_weight, pxy_weight=0.0, sgld_steps=cfg.sgld_steps, sgld_lr=cfg.sgld_lr,
                             sgld_std=cfg.sgld_std, buffer_size=cfg.buffer_size, reinit_freq=cfg.reinit_freq,
                             sample_batch_size=cfg.sample_batch_size, energy_l2=cfg.energy_l2)
         self.jem = JEM(jem_cfg, common, n_classes=n_classes, image_shape=image_shape)
