@@ -51,10 +51,6 @@ class TensorBoardLogger:
             if k != "step" and isinstance(v, (int, float)):
                 self.writer.add_scalar(f"train/{k}", v, step)
 
-    def image(self, tag: str, img_hwc, step: int = 0) -> None:
-        if self.writer is not None:
-            self.writer.add_image(tag, img_hwc, step, dataformats="HWC")
-
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -25,7 +25,6 @@ class Stage:
     matrix: tuple[str, ...] = ()  # wildcards: () | ("dataset",) | ("objective", "dataset")
     deps: list[str] = field(default_factory=list)  # inputs: code, data, upstream outputs
     outs: list[str] = field(default_factory=list)  # cached outputs
-    outs_no_cache: list[str] = field(default_factory=list)  # small files kept in git's view
     metrics: list[str] = field(default_factory=list)  # cache: false, shown by `dvc metrics`
     plots: dict[str, dict] = field(default_factory=dict)  # cache: false, `dvc plots`; path → x/y fields
     params: list[str] = field(default_factory=list)  # params.yaml sections read (templated)
@@ -35,7 +34,7 @@ class Stage:
     state: list[str] = field(default_factory=list)
 
     def declared_outputs(self) -> list[str]:
-        return [*self.outs, *self.outs_no_cache, *self.metrics, *self.plots, *self.persist]
+        return [*self.outs, *self.metrics, *self.plots, *self.persist]
 
 
 PARAMS_OK = "data/params/validated.txt"
@@ -138,7 +137,7 @@ def dvc_stage(stage: Stage) -> dict:
         d["params"] = [{"params.yaml": None}]
     elif stage.params:
         d["params"] = [_dvc(p) for p in stage.params]
-    outs = [_dvc(p) for p in stage.outs] + [{_dvc(p): {"cache": False}} for p in stage.outs_no_cache]
+    outs = [_dvc(p) for p in stage.outs]
     outs += [{_dvc(p): {"cache": False, "persist": True}} for p in [*stage.persist, *stage.state]]
     if outs:
         d["outs"] = outs

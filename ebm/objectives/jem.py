@@ -38,6 +38,8 @@ class JEM(Objective):
                  data: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.cfg = cfg
         self.device: torch.device | str = "cpu"
+        # JEM's own config has neither key: uniform init, eval() while sampling (the JEM code)
+        self.sample_in_train_mode = getattr(cfg, "sample_mode", "eval") == "train"
         self.gaussians: ClassGaussians | None = None
         if getattr(cfg, "init", "uniform") == "informative":
             if data is None:
@@ -61,7 +63,7 @@ class JEM(Objective):
         """Advance ``sample_batch_size`` buffer chains by K SGLD steps and write them back."""
         c = self.cfg
         idx, x0 = self.buffer.sample(c.sample_batch_size)
-        with model_mode(model, train=getattr(c, "sample_mode", "eval") == "train"):
+        with model_mode(model, train=self.sample_in_train_mode):
             x = sgld(model, x0, steps=c.sgld_steps, lr=c.sgld_lr, std=c.sgld_std, grad_clip=self.grad_clip,
                      clamp=self.clamp)
         self.buffer.push(idx, x)
@@ -93,7 +95,7 @@ class JEM(Objective):
         c = self.cfg
         idx, x0 = self.buffer.sample(c.sample_batch_size)
         y_fake = torch.randint(0, logits.shape[1], (len(x0),), device=x0.device)  # (S,)
-        with model_mode(model, train=getattr(c, "sample_mode", "eval") == "train"):
+        with model_mode(model, train=self.sample_in_train_mode):
             x = sgld(model, x0, steps=c.sgld_steps, lr=c.sgld_lr, std=c.sgld_std, y=y_fake,
                      grad_clip=self.grad_clip, clamp=self.clamp)
         self.buffer.push(idx, x)
