@@ -31,6 +31,8 @@ class ParamsError(ValueError):
 OBJECTIVES = ("softmax", "jem", "jempp", "sada_jem", "hdge", "hdge_jem")
 DATASETS = ("shapes", "cifar10", "cifar100", "svhn")
 OOD_SETS = ("textures", "interp", "noise", "cifar10", "cifar100", "svhn")
+# image corruptions of the pretraining evaluation (implemented in ebm/pretrain/corruptions.py)
+CORRUPTIONS = ("gaussian_noise", "shot_noise", "gaussian_blur", "contrast", "brightness", "jpeg", "pixelate")
 
 
 @dataclass(frozen=True)
@@ -178,10 +180,42 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class GenerateConfig:
-    """Fresh SGLD chains from U(-1, 1) on each trained model."""
+class PretrainConfig:
+    """Hybrid generative-contrastive pretraining (after Kim, Kim & Lee 2021): a causal ViT over patches
+    whose pooled features get NT-Xent over two augmented views, and an autoregressive decoder head whose
+    NLL (bits/dim) is the generative loss. loss = w·NT-Xent + (1 − w)·bits/dim for each w in
+    ``contrastive_weights`` (w = 1: contrastive only; w = 0: generative only)."""
     seed: int
-    n_samples: int
+    steps: int  # optimizer steps per weight
+    batch_size: int  # images per step (each seen as two augmented views + once clean)
+    lr: float  # AdamW peak learning rate
+    weight_decay: float
+    warmup_steps: int  # linear warm-up, then cosine decay to 0
+    patch_size: int  # pixels per patch side (32 must be a multiple)
+    dim: int  # transformer width
+    encoder_depth: int  # causal transformer blocks of the encoder
+    decoder_depth: int  # causal transformer blocks of the decoder head
+    heads: int  # attention heads
+    mixtures: int  # discretized-logistic mixture components per sub-pixel
+    contrastive_weights: list[float]  # w in [0, 1]; one model per value
+    temperature: float  # NT-Xent tau
+    crop_scale: float  # smallest area fraction of the random resized crop
+    color_jitter: float  # brightness/contrast/saturation jitter strength
+    probe_steps: int  # full-batch L-BFGS/Adam steps of the linear probe on frozen features
+    probe_lr: float
+    knn_k: int  # representation OOD score: mean cosine similarity to the k nearest training features
+    corruptions: list[str]  # names from ebm.pretrain.corruptions.CORRUPTIONS
+    severities: list[int]  # 1..5
+    eval_batch_size: int
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Samples from each trained model: fresh SGLD chains from U(-1, 1), unconditional (on log p(x)) and
+    class-conditional (on f(x)[y]), plus the replay buffer of models trained with one."""
+    seed: int
+    n_samples: int  # fresh unconditional chains (and buffer images kept); the IS/FID sample size
+    n_per_class: int  # fresh class-conditional chains per class
     sgld_steps: int
     sgld_lr: float
     sgld_std: float
@@ -194,6 +228,15 @@ class EvaluateConfig:
     batch_size: int
     ece_bins: int  # equal-width confidence bins (papers: 20)
     test_noise: float  # std of Gaussian noise added to test and OOD images (JEM code: 0.03)
+    pgd_images: int  # test images attacked (SADA-JEM: 1,000); 0 = no robustness evaluation
+    pgd_steps: int  # PGD iterations (SADA-JEM: 50, JEM: 40)
+    pgd_restarts: int  # random restarts; an image counts as robust only if it survives all of them
+    pgd_linf_eps: list[float]  # L-inf budgets in 1/255 of the [0, 1] pixel range (SADA-JEM: 1..30)
+    pgd_linf_step: float  # L-inf step, same units (SADA-JEM: 2)
+    pgd_l2_eps: list[float]  # L2 budgets in 1/255 of the [0, 1] range (HybViT: 50..400)
+    pgd_l2_step_frac: float  # L2 step as a fraction of eps (2.5 · eps / steps is Madry's rule)
+    fid_real_images: int  # real images for FID statistics (0 = all training images)
+    inception_weights: str  # "" = torch-fidelity's download; else a local weights file (env EBM_INCEPTION_WEIGHTS wins)
 
 
 @dataclass(frozen=True)
@@ -203,6 +246,7 @@ class Params:
     data: dict[str, DataConfig]
     model: ModelConfig
     train: TrainConfig
+    pretrain: PretrainConfig
     generate: GenerateConfig
     evaluate: EvaluateConfig
 
@@ -319,11 +363,37 @@ def _check_semantics(p: Params) -> None:
         h = getattr(p.train, name)
         need(h.temperature > 0, f"train.{name}.temperature", "must be > 0")
         need(h.queue_size > 0, f"train.{name}.queue_size", "must be > 0")
+    _check_pretrain(p.pretrain, need)
     g = p.generate
     need(g.n_samples > 0 and g.batch_size > 0, "generate.n_samples", "n_samples and batch_size must be > 0")
+    need(g.n_per_class >= 0, "generate.n_per_class", "must be >= 0")
     e = p.evaluate
     need(e.ece_bins >= 1, "evaluate.ece_bins", "must be >= 1")
     need(e.batch_size > 0, "evaluate.batch_size", "must be > 0")
+    need(e.pgd_images >= 0, "evaluate.pgd_images", "must be >= 0")
+    need(e.pgd_steps > 0 and e.pgd_restarts > 0, "evaluate.pgd_steps", "pgd_steps and pgd_restarts must be > 0")
+    need(all(v >= 0 for v in [*e.pgd_linf_eps, *e.pgd_l2_eps]), "evaluate.pgd_linf_eps", "budgets must be >= 0")
+    need(e.pgd_linf_step > 0 and e.pgd_l2_step_frac > 0, "evaluate.pgd_linf_step", "step sizes must be > 0")
+    need(e.fid_real_images >= 0, "evaluate.fid_real_images", "must be >= 0")
+
+
+def _check_pretrain(t: "PretrainConfig", need) -> None:
+    k = "pretrain"
+    for f in ("steps", "batch_size", "dim", "encoder_depth", "heads", "mixtures", "probe_steps", "knn_k",
+              "eval_batch_size"):
+        need(getattr(t, f) > 0, f"{k}.{f}", "must be > 0")
+    need(t.decoder_depth >= 0, f"{k}.decoder_depth", "must be >= 0")
+    need(t.batch_size >= 2, f"{k}.batch_size", "NT-Xent needs at least 2 images per batch")
+    need(t.patch_size > 0 and 32 % t.patch_size == 0, f"{k}.patch_size", "must divide 32")
+    need(t.dim % t.heads == 0, f"{k}.dim", f"must be a multiple of heads ({t.heads})")
+    need(len(t.contrastive_weights) > 0, f"{k}.contrastive_weights", "needs at least one weight")
+    need(all(0.0 <= w <= 1.0 for w in t.contrastive_weights), f"{k}.contrastive_weights", "weights must be in [0, 1]")
+    need(len(set(t.contrastive_weights)) == len(t.contrastive_weights), f"{k}.contrastive_weights", "has duplicates")
+    need(t.temperature > 0, f"{k}.temperature", "must be > 0")
+    need(0.0 < t.crop_scale <= 1.0, f"{k}.crop_scale", "must be in (0, 1]")
+    need(all(1 <= s <= 5 for s in t.severities), f"{k}.severities", "must be in 1..5")
+    for i, c in enumerate(t.corruptions):
+        need(c in CORRUPTIONS, f"{k}.corruptions[{i}]", f"{c!r} is not one of {list(CORRUPTIONS)}")
 
 
 def parse_params(raw: Any) -> Params:

@@ -22,8 +22,10 @@ def tiny_params_dict() -> dict:
     p["train"]["sada_jem"].update(sgld_steps=2, buffer_size=64, sample_batch_size=8)
     p["train"]["hdge"].update(queue_size=32)
     p["train"]["hdge_jem"].update(queue_size=32, sgld_steps=2, buffer_size=64, sample_batch_size=8)
-    p["generate"].update(n_samples=8, sgld_steps=2, batch_size=8)
-    p["evaluate"].update(batch_size=64)
+    p["pretrain"].update(steps=3, batch_size=16, warmup_steps=1, dim=16, heads=2, probe_steps=5,
+                         eval_batch_size=64, severities=[1])
+    p["generate"].update(n_samples=8, n_per_class=1, sgld_steps=2, batch_size=8)
+    p["evaluate"].update(batch_size=64, pgd_images=16, pgd_steps=2, pgd_linf_eps=[8], pgd_l2_eps=[100])
     return p
 
 
