@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,9 @@ class ParamsError(ValueError):
 
 OBJECTIVES = ("softmax", "jem", "jempp", "sada_jem", "hdge", "hdge_jem")
 DATASETS = ("shapes", "cifar10", "cifar100", "svhn")
-OOD_SETS = ("textures", "interp", "noise", "cifar10", "cifar100", "svhn")
+OOD_SETS = ("textures", "interp", "noise", "cifar10", "cifar100", "svhn", "celeba")
+# plus "local:<name>": any image folder at data/raw/ood/<name>/ (letters, digits, _ and - in <name>)
+_LOCAL_OOD = re.compile(r"local:[A-Za-z0-9_-]+")
 # image corruptions of the pretraining evaluation (implemented in ebm/pretrain/corruptions.py)
 CORRUPTIONS = ("gaussian_noise", "shot_noise", "gaussian_blur", "contrast", "brightness", "jpeg", "pixelate")
 
@@ -43,7 +46,7 @@ class DataConfig:
     n_train: int  # training images kept (0 = all); a stratified, seeded subset
     n_test: int  # test images kept (0 = all)
     n_ood: int  # images per OOD set (0 = as many as the test set)
-    ood: list[str]  # OOD sets written beside the dataset, names from OOD_SETS
+    ood: list[str]  # OOD sets written beside the dataset: names from OOD_SETS, or local:<name> (data/raw/ood/<name>/)
     seed: int  # seed of the procedural generator and of the subset selection
 
 
@@ -333,7 +336,8 @@ def _check_semantics(p: Params) -> None:
         for f in ("n_train", "n_test", "n_ood"):
             need(getattr(d, f) >= 0, f"{k}.{f}", "must be >= 0")
         for i, o in enumerate(d.ood):
-            need(o in OOD_SETS, f"{k}.ood[{i}]", f"{o!r} is not one of {list(OOD_SETS)}")
+            need(o in OOD_SETS or _LOCAL_OOD.fullmatch(o) is not None, f"{k}.ood[{i}]",
+                 f"{o!r} is not one of {list(OOD_SETS)} or local:<folder name under data/raw/ood/>")
             need(o != name, f"{k}.ood[{i}]", "a dataset cannot be its own OOD set")
         need(len(d.ood) > 0, f"{k}.ood", "needs at least one OOD set")
     m = p.model

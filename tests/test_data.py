@@ -155,3 +155,44 @@ def test_offline_error_names_dataset_files_and_remedy(tmp_path, monkeypatch):
     assert "source to local" in msg or "going online" in msg
     with pytest.raises(DatasetUnavailableError, match="found neither"):
         load_local("cifar10", tmp_path / "nothing", train=True)
+
+
+def test_local_ood_folder_is_named_in_params_and_stored(tmp_path, monkeypatch):
+    """`ood: [local:<name>]` reads any image tree under data/raw/ood/<name>/ (any size → 32×32)."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "raw" / "ood" / "my_photos" / "nested"
+    folder.mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    cfg = DataConfig(source="procedural", n_train=20, n_test=10, n_ood=4, ood=["local:my_photos"], seed=0)
+    ds, files = build_dataset("shapes", cfg, tmp_path / "raw")
+    assert ds.ood["local:my_photos"].shape == (4, 32, 32, 3)
+    assert any(k.startswith("ood/") for k in files)
+    write_dataset(ds, tmp_path / "ds", provenance={})
+    again = load_dataset(tmp_path / "ds")
+    np.testing.assert_array_equal(again.ood["local:my_photos"], ds.ood["local:my_photos"])
+    # same call, same images (seeded choice)
+    np.testing.assert_array_equal(build_dataset("shapes", cfg, tmp_path / "raw")[0].ood["local:my_photos"],
+                                  ds.ood["local:my_photos"])
+
+
+def test_missing_ood_folder_and_offline_celeba_say_how_to_provide(tmp_path, monkeypatch):
+    monkeypatch.setenv("EBM_OFFLINE", "1")
+    cfg = DataConfig(source="procedural", n_train=20, n_test=10, n_ood=4, ood=["local:absent"], seed=0)
+    with pytest.raises(DatasetUnavailableError, match=r"(?s)ood/absent/ not found.*cp "):
+        build_dataset("shapes", cfg, tmp_path / "raw")
+    cfg = DataConfig(source="procedural", n_train=20, n_test=10, n_ood=4, ood=["celeba"], seed=0)
+    with pytest.raises(DatasetUnavailableError, match=r"celeba.*not available offline"):
+        build_dataset("shapes", cfg, tmp_path / "raw")
+
+
+def test_ood_names_are_validated():
+    from ebm.config import ParamsError, parse_params
+    import yaml
+    from tests.conftest import REPO
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"]["shapes"]["ood"] = ["local:ok-name_1", "celeba"]
+    parse_params(raw)
+    raw["data"]["shapes"]["ood"] = ["local:../etc"]
+    with pytest.raises(ParamsError, match="local:<folder name"):
+        parse_params(raw)

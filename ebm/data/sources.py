@@ -8,6 +8,7 @@ were looked for and how to provide them. Set ``EBM_OFFLINE=1`` to never attempt 
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tarfile
@@ -194,6 +195,69 @@ def load_local(name: str, raw: Path, train: bool) -> Split:
     x = np.stack([_decode(b, f"{name}:{n}") for _, n, b in items])
     y = np.asarray([index[c] for c, _, _ in items], dtype=np.int64)
     return Split(x=x, y=y, classes=classes, files=files)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+def load_image_folder(name: str, folder: Path, n: int, seed: int) -> Split:
+    """``n`` seeded images (0 = all) from any folder tree of images, for OOD sets: CelebA's
+    ``img_align_celeba/`` or a user's folder. Non-square images are centre-cropped, then resized to 32×32
+    (the JEM code resizes CelebA's shorter side to 32 without a crop; a batch needs square images).
+    Labels are all 0: OOD sets are unlabelled."""
+    if not folder.is_dir():
+        raise DatasetUnavailableError(
+            f"OOD set '{name}': folder {folder}/ not found.\nProvide it by copying images (png/jpg, any size, "
+            f"any sub-folders) there, e.g. `mkdir -p {folder} && cp /path/to/images/*.jpg {folder}/`"
+            + (", or by going online once (torchvision downloads CelebA's test split)." if name == "celeba" else "."))
+    files = _image_files(folder)
+    if not files:
+        raise DatasetFormatError(f"OOD set '{name}': no images ({', '.join(IMAGE_EXTS)}) under {folder}/")
+    if 0 < n < len(files):
+        pick = np.sort(np.random.default_rng(seed).choice(len(files), size=n, replace=False))
+        files = [files[i] for i in pick]
+    digest = hashlib.sha256()  # one checksum over the names and bytes of the images read
+    images = []
+    for f in files:
+        data = f.read_bytes()
+        digest.update(str(f.relative_to(folder)).encode() + b"\0" + data)
+        images.append(_decode(data, f"{name}:{f}"))
+    return Split(x=np.stack(images), y=np.zeros(len(images), dtype=np.int64), classes=["ood"],
+                 files={f"{folder.name}/<{len(files)} images>": digest.hexdigest()})
+
+
+def load_celeba(raw: Path, n: int, seed: int) -> Split:
+    """CelebA's test split through torchvision (download when online), or any local image folder at
+    ``raw`` (e.g. ``raw/img_align_celeba/``). Only ``n`` images are decoded."""
+    tv_images = raw / "celeba" / "img_align_celeba"
+    if not tv_images.is_dir() and raw.is_dir() and _image_files(raw):
+        return load_image_folder("celeba", raw, n, seed)
+    if _offline() and not tv_images.is_dir():
+        raise DatasetUnavailableError(
+            f"OOD set 'celeba' is not available offline: no images under {raw}/ and no torchvision copy at "
+            f"{raw}/celeba/.\nProvide it by copying CelebA images (any size) into {raw}/, or go online once.")
+    try:
+        import torchvision.datasets as tvd
+
+        ds = tvd.CelebA(str(raw), split="test", download=not _offline() and not tv_images.is_dir())
+    except (OSError, RuntimeError) as e:
+        raise DatasetUnavailableError(
+            f"OOD set 'celeba' is not available ({type(e).__name__}: {e}).\nLooked for torchvision's "
+            f"{raw}/celeba/ (img_align_celeba/ + list_eval_partition.txt) and for images under {raw}/.\n"
+            f"Provide them by going online once, or by copying CelebA images into {raw}/.") from None
+    idx = np.arange(len(ds))
+    if 0 < n < len(ds):
+        idx = np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False))
+    x = np.stack([_decode(_png_bytes(ds[int(i)][0]), f"celeba:{i}") for i in idx])
+    return Split(x=x, y=np.zeros(len(x), dtype=np.int64), classes=["ood"],
+                 files={"celeba/list_eval_partition.txt": sha256_file(raw / "celeba" / "list_eval_partition.txt")})
+
+
+def _png_bytes(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def has_local_copy(raw: Path, train: bool) -> bool:

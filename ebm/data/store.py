@@ -19,7 +19,8 @@ import numpy as np
 
 from ebm.config import DataConfig
 from ebm.data.procedural import SHAPE_CLASSES, make_shapes, make_textures
-from ebm.data.sources import DatasetFormatError, Split, has_local_copy, load_source
+from ebm.data.sources import (DatasetFormatError, Split, has_local_copy, load_celeba, load_image_folder,
+                              load_source)
 from ebm.io import atomic_dir, atomic_write_json, sha256_file
 
 MANIFEST_VERSION = 1
@@ -67,6 +68,13 @@ def _ood_set(name: str, ood: str, n: int, test: Split, raw_root: Path, seed: int
         return np.random.default_rng(seed + 2).integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), {}
     if ood == "interp":
         return interpolations(test.x, n, seed + 3), {}
+    if ood == "celeba":
+        split = load_celeba(raw_root / "celeba", n, seed + 5)
+        return split.x, split.files
+    if ood.startswith("local:"):  # a user's image folder: data/raw/ood/<name>/
+        folder = raw_root / "ood" / ood.removeprefix("local:")
+        split = load_image_folder(ood, folder, n, seed + 6)
+        return split.x, {f"ood/{k}": v for k, v in split.files.items()}
     raw = raw_root / ood  # another real dataset's test split
     source = "local" if has_local_copy(raw, train=False) else "torchvision"
     split = load_source(ood, source, raw, train=False)
@@ -103,9 +111,14 @@ def build_dataset(name: str, cfg: DataConfig, raw_root: Path) -> tuple[DatasetAr
     return arrays, raw_files
 
 
+def ood_file(name: str) -> str:
+    """``local:<name>`` sets are stored as ``ood_local-<name>_x.npy`` (no colon in file names)."""
+    return f"ood_{name.replace(':', '-')}_x.npy"
+
+
 def _arrays_to_files(ds: DatasetArrays) -> dict[str, np.ndarray]:
     files = {"train_x.npy": ds.x_train, "train_y.npy": ds.y_train, "test_x.npy": ds.x_test, "test_y.npy": ds.y_test}
-    files.update({f"ood_{k}_x.npy": v for k, v in ds.ood.items()})
+    files.update({ood_file(k): v for k, v in ds.ood.items()})
     return files
 
 
@@ -150,6 +163,6 @@ def load_dataset(folder: str | Path, verify: bool = True) -> DatasetArrays:
         if verify and sha256_file(path) != digest:
             raise DatasetFormatError(f"{path}: sha256 mismatch with {mpath} (corrupt or modified)")
         arrays[fname] = np.load(path, allow_pickle=False)
-    ood = {k: arrays[f"ood_{k}_x.npy"] for k in manifest["ood"]}
+    ood = {k: arrays[ood_file(k)] for k in manifest["ood"]}
     return DatasetArrays(manifest["name"], manifest["classes"], arrays["train_x.npy"], arrays["train_y.npy"],
                          arrays["test_x.npy"], arrays["test_y.npy"], ood)
