@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         "objective": args.objective, "dataset": args.dataset, "steps": sp.params.train.common.steps,
         "train_seconds": round(result.seconds, 2), "final_loss": last["loss"], "final_batch_acc": last["acc"],
         "divergence_retries": result.retries, "resumed_from_step": result.resumed_from,
+        "params": {"model": to_dict(sp.params.model), "train.common": to_dict(sp.params.train.common),
+                   f"train.{args.objective}": to_dict(getattr(sp.params.train, args.objective))},
         "provenance": prov})
     if resume is not None:
         resume.finish()

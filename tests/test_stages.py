@@ -13,6 +13,7 @@ import yaml
 
 from ebm.checkpoint import CheckpointError, load_checkpoint
 from ebm.config import OBJECTIVES
+from ebm.data.procedural import SHAPE_CLASSES
 from pipeline import check_params, data, evaluate, generate, report, train
 from pipeline.common import run
 from pipeline.stages import ORDER, STAGES, expand, fill, render_dvc_yaml
@@ -104,7 +105,8 @@ def test_every_stage_script_on_tiny_settings(workdir):
             "--out", f"data/train/{obj}/shapes", "--logdir", f"logs/{obj}/shapes", "--log-every", "2",
             "--resume-dir", f"data/resume/{obj}/shapes", "--checkpoint-every", "2")
         assert not Path(f"data/resume/{obj}/shapes/state.pt").exists()  # dropped once outputs are written
-        _ok(generate.main, "--checkpoint", f"data/train/{obj}/shapes/model.pt", "--out", f"data/generate/{obj}/shapes")
+        _ok(generate.main, "--checkpoint", f"data/train/{obj}/shapes/model.pt", "--out", f"data/generate/{obj}/shapes",
+            "--logdir", f"logs/{obj}/shapes")
         _ok(evaluate.main, "--checkpoint", f"data/train/{obj}/shapes/model.pt", "--data", "data/datasets/shapes",
             "--out", f"data/evaluate/{obj}/shapes")
     _ok(report.main, "--root", "data", "--out", "data/report")
@@ -117,8 +119,14 @@ def test_every_stage_script_on_tiny_settings(workdir):
     assert any(Path("logs/jem/shapes").glob("events.out.tfevents.*"))
     # generate
     s = np.load("data/generate/jem/shapes/samples.npz")
-    assert s["x"].shape == (8, 32, 32, 3) and s["x"].dtype == np.uint8
-    assert Path("data/generate/jem/shapes/grid.png").read_bytes()[:4] == b"\x89PNG"
+    assert s["fresh"].shape == (8, 32, 32, 3) and s["fresh"].dtype == np.uint8
+    assert s["cond"].shape == (len(SHAPE_CLASSES), 32, 32, 3) and s["cond_y"].tolist() == list(range(len(SHAPE_CLASSES)))
+    assert s["buffer"].shape == (8, 32, 32, 3)  # the replay buffer, kept in the checkpoint
+    assert "buffer" not in np.load("data/generate/softmax/shapes/samples.npz")  # no buffer without SGLD training
+    assert {p.name for p in Path("data/generate/jem/shapes/grids").iterdir()} == {"fresh.png", "cond.png", "buffer.png"}
+    assert {p.name for p in Path("data/generate/softmax/shapes/grids").iterdir()} == {"fresh.png", "cond.png"}
+    assert Path("data/generate/jem/shapes/grids/cond.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(Path("data/train/jem/shapes/summary.json").read_text())["params"]["train.jem"]["sgld_steps"] == 2
     # evaluate: metrics + provenance
     m = json.loads(Path("data/evaluate/jem/shapes/metrics.json").read_text())
     assert 0 <= m["accuracy"] <= 1 and 0 <= m["ece"] <= 1 and m["n_test"] == 100
