@@ -1,4 +1,4 @@
-"""Stage `evaluate`: accuracy, NLL, ECE + reliability bins, OOD AUROC; writes metrics.json."""
+"""Stage `evaluate`: accuracy, NLL, ECE + reliability bins, OOD AUROC, PGD robustness, IS/FID; writes metrics.json."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +10,7 @@ import numpy as np
 
 from ebm.checkpoint import load_checkpoint
 from ebm.data import load_dataset
-from ebm.eval.run import evaluate
+from ebm.eval.run import evaluate, robustness, roc_points, sample_quality
 from ebm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ebm.provenance import pick_device, provenance
 from pipeline.common import base_parser, run, stage_params
@@ -27,10 +27,30 @@ def reliability_csv(bins: list[dict]) -> str:
     return buf.getvalue()
 
 
+def robustness_csv(rob: dict | None) -> str:
+    rows = ["norm,eps,accuracy"]
+    for norm in ("linf", "l2"):
+        rows += [f"{norm},{eps},{acc:.6f}" for eps, acc in ((rob or {}).get(norm) or {}).items()]
+    return "\n".join(rows) + "\n"
+
+
+def roc_csv(scores: dict[str, np.ndarray]) -> str:
+    """ROC points per (OOD set, score) in long form, for `dvc plots` (in-distribution = test set)."""
+    rows = ["curve,fpr,tpr"]
+    for key, s_out in scores.items():
+        name, score = key.split("/")
+        if name == "test":
+            continue
+        fpr, tpr = roc_points(scores[f"test/{score}"], s_out)
+        rows += [f"{name}:{score},{f:.4f},{t:.4f}" for f, t in zip(fpr, tpr)]
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
+    p.add_argument("--samples", default=None, help="samples.npz of the generate stage, for IS/FID")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     sp = stage_params(args.params, "evaluate")
@@ -41,7 +61,15 @@ def main(argv: list[str] | None = None) -> None:
         from ebm.checkpoint import CheckpointError
         raise CheckpointError(f"{args.checkpoint}: trained on classes {ckpt['classes']}, "
                               f"but {args.data} has {data.classes}")
-    metrics, bins, scores = evaluate(model, data, sp.params.evaluate, device, progress=not args.no_progress)
+    cfg = sp.params.evaluate
+    samples = None
+    if args.samples is not None:
+        with np.load(args.samples, allow_pickle=False) as z:
+            samples = {k: z[k] for k in z.files}
+    metrics, bins, scores = evaluate(model, data, cfg, device, progress=not args.no_progress)
+    metrics["robustness"] = robustness(model, data, cfg, device)
+    if samples is not None:
+        metrics["sample_quality"] = sample_quality(samples, data, cfg, device)
     out = Path(args.out)
     meta = ckpt["meta"]
     metrics.update({"objective": meta.get("objective"), "dataset": meta.get("dataset"),
@@ -52,9 +80,18 @@ def main(argv: list[str] | None = None) -> None:
     np.savez(buf, **{k.replace("/", "__"): v for k, v in scores.items()})
     atomic_write_bytes(out / "scores.npz", buf.getvalue())
     atomic_write_text(out / "reliability.csv", reliability_csv(bins))
+    atomic_write_text(out / "robustness.csv", robustness_csv(metrics["robustness"]))
+    atomic_write_text(out / "roc.csv", roc_csv(scores))
     atomic_write_json(out / "metrics.json", metrics)
     ood = ", ".join(f"{k}: {v['logpx']:.3f}/{v['maxprob']:.3f}" for k, v in metrics["ood_auroc"].items())
     print(f"accuracy {metrics['accuracy']:.4f}  ECE {metrics['ece']:.4f}  AUROC logpx/maxprob {ood}")
+    if metrics["robustness"]:
+        r = metrics["robustness"]
+        print("PGD accuracy  L-inf " + " ".join(f"{e}/255: {a:.3f}" for e, a in r["linf"].items())
+              + "  L2 " + " ".join(f"{e}/255: {a:.3f}" for e, a in r["l2"].items()))
+    for name, q in (metrics.get("sample_quality") or {}).items():
+        print(f"{name} samples: " + (f"IS {q['is']:.2f}  FID {q['fid']:.1f}" if q["is"] is not None
+                                     else f"IS/FID not computed: {q['reason']}"))
 
 
 if __name__ == "__main__":

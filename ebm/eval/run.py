@@ -42,3 +42,46 @@ def evaluate(model: nn.Module, data: DatasetArrays, cfg: EvaluateConfig, device:
     metrics["ood_auroc"] = ood
     metrics["n_test"] = int(len(data.y_test))
     return metrics, bins, scores
+
+
+def attack_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of the ``n`` test images attacked: a seeded shuffle, as SADA-JEM attacks shuffled batches."""
+    return np.sort(np.random.default_rng(seed).permutation(len(y))[:n])
+
+
+def robustness(model: nn.Module, data: DatasetArrays, cfg: EvaluateConfig, device: torch.device) -> dict | None:
+    """White-box PGD accuracy under L∞ and L2 at ``cfg``'s budgets (1/255 units); None when pgd_images is 0."""
+    from ebm.eval.robustness import robust_accuracy
+
+    if cfg.pgd_images == 0:
+        return None
+    idx = attack_subset(data.y_test, cfg.pgd_images, cfg.seed)
+    x, y = data.x_test[idx], data.y_test[idx]
+    kw = dict(steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, batch_size=cfg.batch_size, device=device,
+              seed=cfg.seed)
+    linf = robust_accuracy(model, x, y, norm="linf", eps_list=[0.0, *cfg.pgd_linf_eps], step=cfg.pgd_linf_step, **kw)
+    l2 = robust_accuracy(model, x, y, norm="l2", eps_list=[0.0, *cfg.pgd_l2_eps], step_frac=cfg.pgd_l2_step_frac,
+                         **kw)
+    return {"linf": linf, "l2": l2, "n_images": int(len(y)), "steps": cfg.pgd_steps, "restarts": cfg.pgd_restarts,
+            "units": "eps in 1/255 of the [0, 1] pixel range"}
+
+
+def sample_quality(samples: dict[str, np.ndarray], data: DatasetArrays, cfg: EvaluateConfig,
+                   device: torch.device) -> dict[str, dict]:
+    """IS and FID (torch-fidelity, standard Inception weights) of each sample set in ``samples.npz``
+    (``fresh`` chains; ``buffer`` for models trained with a replay buffer) against the training images.
+    Without weights every value is None and ``reason`` says why: nothing is made up."""
+    from ebm.eval.fidelity import sample_quality as fidelity
+
+    real = data.x_train if cfg.fid_real_images == 0 else data.x_train[:cfg.fid_real_images]
+    return {name: fidelity(samples[name], real, weights=cfg.inception_weights, device=device)
+            for name in ("fresh", "buffer") if name in samples}
+
+
+def roc_points(score_in: np.ndarray, score_out: np.ndarray, n: int = 101) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) of "in-distribution if score ≥ t" at ``n`` thresholds spread over the scores' quantiles."""
+    both = np.concatenate([score_in, score_out])
+    t = np.unique(np.quantile(both, np.linspace(0, 1, n)))[::-1]
+    tpr = np.concatenate([[0.0], [(score_in >= v).mean() for v in t], [1.0]])
+    fpr = np.concatenate([[0.0], [(score_out >= v).mean() for v in t], [1.0]])
+    return fpr, tpr
