@@ -73,38 +73,55 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         state=["data/resume/{objective}/{dataset}"],
     ),
     Stage(
+        name="pretrain",
+        cmd=("python -m pipeline.pretrain --dataset {dataset} --data data/datasets/{dataset} "
+             "--out data/pretrain/{dataset} --logdir logs/pretrain/{dataset}"),
+        matrix=("dataset",),
+        deps=[PARAMS_OK, "data/datasets/{dataset}", "pipeline/pretrain.py", *_CORE, "ebm/data", "ebm/pretrain",
+              "ebm/eval/ood.py", "ebm/augment.py", "ebm/history.py", "ebm/checkpoint.py"],
+        outs=["data/pretrain/{dataset}/models"],
+        metrics=["data/pretrain/{dataset}/metrics.json"],
+        plots={"data/pretrain/{dataset}/history.csv": {"x": "step", "y": "loss"}},
+        params=["pretrain"],
+    ),
+    Stage(
         name="generate",
         cmd=("python -m pipeline.generate --checkpoint data/train/{objective}/{dataset}/model.pt "
-             "--out data/generate/{objective}/{dataset}"),
+             "--out data/generate/{objective}/{dataset} --logdir logs/{objective}/{dataset}"),
         matrix=("objective", "dataset"),
         deps=[PARAMS_OK, "data/train/{objective}/{dataset}/model.pt", "pipeline/generate.py", *_CORE, *_MODEL,
               "ebm/sampling.py", "ebm/generate.py"],
-        outs=["data/generate/{objective}/{dataset}/samples.npz", "data/generate/{objective}/{dataset}/grid.png"],
+        outs=["data/generate/{objective}/{dataset}/samples.npz", "data/generate/{objective}/{dataset}/grids"],
         params=["generate"],
     ),
     Stage(
         name="evaluate",
         cmd=("python -m pipeline.evaluate --checkpoint data/train/{objective}/{dataset}/model.pt "
-             "--data data/datasets/{dataset} --out data/evaluate/{objective}/{dataset}"),
+             "--data data/datasets/{dataset} --samples data/generate/{objective}/{dataset}/samples.npz "
+             "--out data/evaluate/{objective}/{dataset}"),
         matrix=("objective", "dataset"),
         deps=[PARAMS_OK, "data/train/{objective}/{dataset}/model.pt", "data/datasets/{dataset}",
-              "pipeline/evaluate.py", *_CORE, *_MODEL, "ebm/data", "ebm/eval"],
+              "data/generate/{objective}/{dataset}/samples.npz", "pipeline/evaluate.py", *_CORE, *_MODEL,
+              "ebm/data", "ebm/eval"],
         outs=["data/evaluate/{objective}/{dataset}/scores.npz"],
         metrics=["data/evaluate/{objective}/{dataset}/metrics.json"],
-        plots={"data/evaluate/{objective}/{dataset}/reliability.csv": {"x": "confidence", "y": "accuracy"}},
+        plots={"data/evaluate/{objective}/{dataset}/reliability.csv": {"x": "confidence", "y": "accuracy"},
+               "data/evaluate/{objective}/{dataset}/robustness.csv": {"x": "eps", "y": "accuracy",
+                                                                      "template": "scatter"},
+               "data/evaluate/{objective}/{dataset}/roc.csv": {"x": "fpr", "y": "tpr", "template": "scatter"}},
         params=["evaluate"],
     ),
     Stage(
         name="report",
         cmd="python -m pipeline.report --params params.yaml --root data --out data/report",
-        deps=[PARAMS_OK, "data/train", "data/generate", "data/evaluate", "pipeline/report.py", *_CORE,
-              "ebm/report.py", "ebm/history.py"],
+        deps=[PARAMS_OK, "data/train", "data/generate", "data/evaluate", "data/pretrain", "pipeline/report.py",
+              *_CORE, "ebm/report.py", "ebm/papers.py", "ebm/history.py"],
         outs=["data/report"],
         params=["objectives", "datasets"],
     ),
 ]}
 
-ORDER = ["params", "data", "train", "generate", "evaluate", "report"]
+ORDER = ["params", "data", "pretrain", "train", "generate", "evaluate", "report"]
 
 
 def fill(template: str, **wildcards: str) -> str:

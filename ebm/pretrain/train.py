@@ -1,0 +1,111 @@
+"""Training one hybrid model for one loss weight w: loss = w·NT-Xent(views) + (1 − w)·bits/dim(clean)."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ebm.augment import to_tensor
+from ebm.config import PretrainConfig
+from ebm.pretrain.losses import nt_xent
+from ebm.pretrain.model import HybridTransformer
+from ebm.pretrain.views import random_view
+from ebm.train import DivergenceError
+
+
+def build_model(cfg: PretrainConfig) -> HybridTransformer:
+    return HybridTransformer(patch_size=cfg.patch_size, dim=cfg.dim, encoder_depth=cfg.encoder_depth,
+                             decoder_depth=cfg.decoder_depth, heads=cfg.heads, mixtures=cfg.mixtures)
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to 0 at ``steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * frac))
+
+
+def hybrid_loss(model: HybridTransformer, x: torch.Tensor, weight: float, cfg: PretrainConfig,
+                gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """The weighted loss on a clean batch x (B, 3, 32, 32); a term with weight 0 is not computed."""
+    loss = x.new_zeros(())
+    logs: dict[str, float] = {}
+    if weight < 1:
+        bpd = model.bpd(x).mean()
+        loss = loss + (1 - weight) * bpd
+        logs["bpd"] = bpd.item()
+    if weight > 0:
+        kw = dict(crop_scale=cfg.crop_scale, color_jitter=cfg.color_jitter, generator=gen)
+        v = torch.cat([random_view(x, **kw), random_view(x, **kw)])  # (2B, 3, 32, 32)
+        _, feats = model(v)
+        z = model.proj(feats)  # (2B, P)
+        ntx = nt_xent(z[:len(x)], z[len(x):], cfg.temperature)
+        loss = loss + weight * ntx
+        logs["ntxent"] = ntx.item()
+    return loss, logs
+
+
+def pretrain_one(x_train: np.ndarray, cfg: PretrainConfig, weight: float, device: torch.device, *,
+                 progress: bool = True, log: Callable[[dict], None] | None = None,
+                 log_every: int = 10) -> tuple[HybridTransformer, list[dict], float]:
+    """Train on uint8 images (N, 32, 32, 3); returns (model in eval mode, history rows, seconds).
+    Seeded by ``cfg.seed``: two runs on the CPU give identical weights. A non-finite loss raises
+    :class:`DivergenceError` with the step."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    pick = torch.Generator().manual_seed(cfg.seed + 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history, t0 = [], time.perf_counter()
+    for step in tqdm(range(cfg.steps), desc=f"pretrain w={weight:g}", disable=not progress):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        idx = torch.randint(0, len(x_train), (cfg.batch_size,), generator=pick).numpy()
+        x = to_tensor(x_train[idx]).to(device)  # (B, 3, 32, 32)
+        loss, logs = hybrid_loss(model, x, weight, cfg, gen)
+        if not torch.isfinite(loss):
+            raise DivergenceError(step, {"loss": loss.item(), **logs}, "non-finite pretraining loss")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % log_every == 0 or step == cfg.steps - 1:
+            row = {"weight": weight, "step": step, "loss": loss.item(), "ntxent": logs.get("ntxent", float("nan")),
+                   "bpd": logs.get("bpd", float("nan")), "lr": opt.param_groups[0]["lr"]}
+            history.append(row)
+            if log is not None:
+                log(row)
+    return model.eval(), history, time.perf_counter() - t0
+
+
+def save_pretrained(path, model: HybridTransformer, cfg: PretrainConfig, weight: float, meta: dict) -> None:
+    """Plain tensors and dicts only, so the file loads with ``torch.load(weights_only=True)``."""
+    from ebm.config import to_dict
+    from ebm.io import atomic_torch_save
+
+    atomic_torch_save(path, {"format": "pretrain-1", "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                             "pretrain_cfg": to_dict(cfg), "contrastive_weight": weight, "meta": meta})
+
+
+def load_pretrained(path, device: torch.device | str = "cpu") -> tuple[HybridTransformer, dict]:
+    from pathlib import Path
+
+    from ebm.checkpoint import CheckpointError
+    from ebm.config import from_dict
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: pretrained model not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated / foreign files
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "pretrain-1":
+        raise CheckpointError(f"{path}: not a pretrained model of this project (format pretrain-1)")
+    model = build_model(from_dict(PretrainConfig, ckpt["pretrain_cfg"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
