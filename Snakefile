@@ -61,6 +61,11 @@ def code(stage):
     return files
 
 
+def data_inputs(stage):
+    """Upstream outputs a per-item stage reads, as templates ({objective}, {dataset} are wildcards here)."""
+    return [d for d in STAGES[stage].deps if d.startswith("data/")]
+
+
 def outputs(stage):
     s = STAGES[stage]
     return [directory(o) if not o.rsplit("/", 1)[-1].count(".") else o for o in s.declared_outputs()]
@@ -91,7 +96,7 @@ rule params:
 rule data:
     input:
         code("data"),
-        "data/params/validated.txt",
+        data_inputs("data"),
     output:
         outputs("data"),
     params:
@@ -103,8 +108,7 @@ rule data:
 rule train:
     input:
         code("train"),
-        "data/params/validated.txt",
-        "data/datasets/{dataset}",
+        data_inputs("train"),
     output:
         outputs("train"),
     params:
@@ -115,11 +119,24 @@ rule train:
         shell_cmd("train")
 
 
+rule pretrain:
+    input:
+        code("pretrain"),
+        data_inputs("pretrain"),
+    output:
+        outputs("pretrain"),
+    params:
+        sections=stage_sections("pretrain"),
+    resources:
+        gpu=1,
+    shell:
+        shell_cmd("pretrain")
+
+
 rule generate:
     input:
         code("generate"),
-        "data/params/validated.txt",
-        "data/train/{objective}/{dataset}/model.pt",
+        data_inputs("generate"),
     output:
         outputs("generate"),
     params:
@@ -133,9 +150,7 @@ rule generate:
 rule evaluate:
     input:
         code("evaluate"),
-        "data/params/validated.txt",
-        "data/train/{objective}/{dataset}/model.pt",
-        "data/datasets/{dataset}",
+        data_inputs("evaluate"),
     output:
         outputs("evaluate"),
     params:
@@ -151,7 +166,8 @@ rule report:
         code("report"),
         "data/params/validated.txt",
         expand("data/evaluate/{objective}/{dataset}/metrics.json", objective=OBJECTIVES, dataset=DATASETS),
-        expand("data/generate/{objective}/{dataset}/grid.png", objective=OBJECTIVES, dataset=DATASETS),
+        expand("data/generate/{objective}/{dataset}/grids", objective=OBJECTIVES, dataset=DATASETS),
+        expand("data/pretrain/{dataset}/metrics.json", dataset=DATASETS),
         expand("data/train/{objective}/{dataset}/history.csv", objective=OBJECTIVES, dataset=DATASETS),
     output:
         outputs("report"),

@@ -46,7 +46,7 @@ def repo(tmp_path_factory):
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=work)
     first = sh("dvc", "repro", cwd=work)
     assert (work / "data/report/index.html").is_file()
-    assert ran(first.stdout) == {"params", "data@shapes", "train@softmax-shapes", "train@jem-shapes",
+    assert ran(first.stdout) == {"params", "data@shapes", "pretrain@shapes", "train@softmax-shapes", "train@jem-shapes",
                                  "generate@softmax-shapes", "generate@jem-shapes", "evaluate@softmax-shapes",
                                  "evaluate@jem-shapes", "report"}
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=work)
@@ -98,3 +98,18 @@ def test_jem_edit_reruns_only_the_jem_branch_and_diffs_show_it(repo):
     metrics_diff = sh("dvc", "metrics", "diff", "--all", cwd=repo).stdout
     assert "data/evaluate/jem/shapes/metrics.json" in metrics_diff
     assert "data/evaluate/softmax/shapes/metrics.json" not in sh("dvc", "metrics", "diff", cwd=repo).stdout
+
+
+def test_pretrain_edit_reruns_only_pretraining_and_the_report(repo):
+    r = sh("dvc", "exp", "run", "-S", "pretrain.temperature=0.3", cwd=repo)
+    assert ran(r.stdout) == {"params", "pretrain@shapes", "report"}
+
+
+def test_plots_are_declared_for_dvc_plots(repo):
+    out = repo / "plots_out"
+    sh("dvc", "plots", "show", "--out", str(out), cwd=repo)
+    page = (out / "index.html").read_text()
+    for f in ("data/train/jem/shapes/history.csv", "data/evaluate/jem/shapes/reliability.csv",
+              "data/evaluate/jem/shapes/robustness.csv", "data/evaluate/jem/shapes/roc.csv",
+              "data/pretrain/shapes/history.csv"):
+        assert f in page, f

@@ -14,7 +14,7 @@ import yaml
 from ebm.checkpoint import CheckpointError, load_checkpoint
 from ebm.config import OBJECTIVES
 from ebm.data.procedural import SHAPE_CLASSES
-from pipeline import check_params, data, evaluate, generate, report, train
+from pipeline import check_params, data, evaluate, generate, pretrain, report, train
 from pipeline.common import run
 from pipeline.stages import ORDER, STAGES, expand, fill, render_dvc_yaml
 from tests.conftest import REPO, tiny_params_dict, write_params
@@ -62,7 +62,7 @@ def test_snakefile_runs_the_same_commands_on_the_same_outputs(tmp_path):
     assert r.returncode == 0, r.stderr + r.stdout
     log = r.stdout + r.stderr
     expected = _dvc_expanded(objectives, datasets)
-    assert len(expected) == 1 + 2 + 3 * 4 + 1
+    assert len(expected) == 1 + 2 + 2 + 3 * 4 + 1
     for (name, item), (cmd, outs, params) in expected.items():
         assert cmd in log, f"Snakemake does not run the DVC command of {name}: {cmd}"
         for o in outs:
@@ -87,6 +87,7 @@ def test_dvc_params_sections_match_stages():
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("EBM_NO_PROGRESS", "1")
+    monkeypatch.setenv("EBM_OFFLINE", "1")  # IS/FID must report "not computed", not try a download
     p = tiny_params_dict()
     p["objectives"] = ALL_OBJECTIVES
     write_params(tmp_path / "params.yaml", p)
@@ -100,6 +101,8 @@ def _ok(main, *args):
 def test_every_stage_script_on_tiny_settings(workdir):
     _ok(check_params.main, "--out", "data/params/validated.txt")
     _ok(data.main, "--dataset", "shapes", "--out", "data/datasets/shapes")
+    _ok(pretrain.main, "--dataset", "shapes", "--data", "data/datasets/shapes", "--out", "data/pretrain/shapes",
+        "--logdir", "logs/pretrain/shapes")
     for obj in ALL_OBJECTIVES:
         _ok(train.main, "--objective", obj, "--dataset", "shapes", "--data", "data/datasets/shapes",
             "--out", f"data/train/{obj}/shapes", "--logdir", f"logs/{obj}/shapes", "--log-every", "2",
@@ -108,7 +111,7 @@ def test_every_stage_script_on_tiny_settings(workdir):
         _ok(generate.main, "--checkpoint", f"data/train/{obj}/shapes/model.pt", "--out", f"data/generate/{obj}/shapes",
             "--logdir", f"logs/{obj}/shapes")
         _ok(evaluate.main, "--checkpoint", f"data/train/{obj}/shapes/model.pt", "--data", "data/datasets/shapes",
-            "--out", f"data/evaluate/{obj}/shapes")
+            "--samples", f"data/generate/{obj}/shapes/samples.npz", "--out", f"data/evaluate/{obj}/shapes")
     _ok(report.main, "--root", "data", "--out", "data/report")
 
     # train: checkpoint loads with weights_only, history has every loss term, TensorBoard has scalars
@@ -133,6 +136,18 @@ def test_every_stage_script_on_tiny_settings(workdir):
     assert set(m["ood_auroc"]) == {"textures", "noise"}
     assert set(m["ood_auroc"]["noise"]) == {"logpx", "maxprob", "pxgrad"}
     assert {"params_hash", "git_revision", "torch_version", "device", "seed"} <= set(m["provenance"])
+    rob = m["robustness"]
+    assert set(rob["linf"]) == {"0", "8"} and set(rob["l2"]) == {"0", "100"} and rob["n_images"] == 16
+    assert rob["linf"]["8"] <= rob["linf"]["0"] == rob["l2"]["0"]
+    q = m["sample_quality"]  # EBM_OFFLINE=1 in these tests: never a number without the Inception weights
+    assert set(q) == {"fresh", "buffer"} and q["fresh"]["fid"] is None and q["fresh"]["reason"]
+    assert Path("data/evaluate/jem/shapes/robustness.csv").read_text().startswith("norm,eps,accuracy\nlinf,0,")
+    assert Path("data/evaluate/jem/shapes/roc.csv").read_text().splitlines()[1].startswith("textures:logpx,0.0000,0.0000")
+    # pretrain: one model and one metrics entry per loss weight
+    pm = json.loads(Path("data/pretrain/shapes/metrics.json").read_text())
+    assert set(pm["runs"]) == {"w0", "w0.5", "w1"}
+    assert {"linear_probe_accuracy", "test_bpd", "ood_auroc", "corruption_accuracy"} <= set(pm["runs"]["w0.5"])
+    assert {p.name for p in Path("data/pretrain/shapes/models").iterdir()} == {"w0.pt", "w0.5.pt", "w1.pt"}
     # report: one table row per run, every image present
     html = Path("data/report/index.html").read_text()
     assert html.count("<tr><td>") == len(ALL_OBJECTIVES)
