@@ -150,7 +150,9 @@ def test_every_stage_script_on_tiny_settings(workdir):
     assert {p.name for p in Path("data/pretrain/shapes/models").iterdir()} == {"w0.pt", "w0.5.pt", "w1.pt"}
     # report: one table row per run, every image present
     html = Path("data/report/index.html").read_text()
-    assert html.count("<tr><td>") == len(ALL_OBJECTIVES)
+    results = re.search(r"<table id='results-shapes'>.*?</table>", html).group(0)
+    assert re.findall(r"<tr data-run='([^']+)'>", results) == [f"{o}/shapes" for o in ALL_OBJECTIVES]
+    assert "<table id='pretrain-shapes'>" in html
     for img in re.findall(r"<img src='([^']+)'", html):
         assert (Path("data/report") / img).is_file()
     assert "| jem | shapes |" in Path("data/report/report.md").read_text()

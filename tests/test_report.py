@@ -1,0 +1,118 @@
+"""The report on a synthetic data/ tree: a row per run, the papers' numbers beside ours, honest gaps."""
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ebm.report import differing_params, write_report
+
+OBJECTIVES, DATASETS = ["softmax", "jem", "sada_jem"], ["shapes", "cifar10"]
+MISSING = "sada_jem/shapes"  # one run without outputs
+
+
+def _png(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (34, 68, 3), dtype=np.uint8)).save(path)
+
+
+def _run(root: Path, o: str, d: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    tr, ge, ev = root / "train" / o / d, root / "generate" / o / d, root / "evaluate" / o / d
+    for p in (tr, ev):
+        p.mkdir(parents=True, exist_ok=True)
+    params = {"model": {"depth": 10}, "train.common": {"steps": 100, "lr": 0.001},
+              f"train.{o}": {"sgld_steps": 5 if o != "softmax" else None}}
+    (tr / "summary.json").write_text(json.dumps({"objective": o, "dataset": d, "steps": 100, "train_seconds": 12.3,
+                                                  "params": params}))
+    (tr / "history.csv").write_text("step,loss,ce,acc,lr\n0,2.3,2.3,0.1,0.001\n50,1.0,0.9,0.6,0.001\n")
+    for g in ("fresh", "cond") + (("buffer",) if o != "softmax" else ()):
+        _png(ge / "grids" / f"{g}.png", seed)
+    ood = {"interp": {"logpx": 0.61, "maxprob": 0.7, "pxgrad": 0.55}, "noise": {"logpx": 0.9, "maxprob": 0.8, "pxgrad": 0.5}}
+    reason = "Inception weights not available: offline (EBM_OFFLINE=1)"
+    (ev / "metrics.json").write_text(json.dumps({
+        "accuracy": 0.4321, "nll": 1.7, "ece": 0.0612, "n_test": 100, "ood_auroc": ood,
+        "robustness": {"linf": {"0": 0.43, "2": 0.2, "8": 0.01}, "l2": {"0": 0.43, "100": 0.1}, "n_images": 50,
+                       "steps": 10, "restarts": 1},
+        "sample_quality": {"fresh": {"is": None, "is_std": None, "fid": None, "n_fake": 10, "n_real": 100,
+                                     "reason": reason}}}))
+    buf = io.BytesIO()
+    np.savez(buf, **{f"{s}__{k}": rng.normal(size=40) for s in ("test", "interp", "noise")
+                     for k in ("logpx", "maxprob", "pxgrad")})
+    (ev / "scores.npz").write_bytes(buf.getvalue())
+    (ev / "reliability.csv").write_text("bin_lo,bin_hi,count,confidence,accuracy\n0.0,0.5,10,0.3,0.4\n0.5,1.0,5,0.8,0.6\n")
+
+
+def make_tree(root: Path) -> None:
+    for i, d in enumerate(DATASETS):
+        for j, o in enumerate(OBJECTIVES):
+            if f"{o}/{d}" != MISSING:
+                _run(root, o, d, 10 * i + j)
+    pre = root / "pretrain" / "cifar10"
+    pre.mkdir(parents=True)
+    runs = {f"w{w:g}": {"contrastive_weight": w, "linear_probe_accuracy": 0.3 + w / 10, "test_bpd": 7.0 + w,
+                        "ood_auroc": {"interp": {"bpd": 0.3, "knn": 0.5}}, "train_seconds": 20, "steps": 200,
+                        "corruption_accuracy": {"mean": 0.33, "by": {"jpeg": {"1": 0.33}}}} for w in (0, 0.5, 1)}
+    (pre / "metrics.json").write_text(json.dumps({"dataset": "cifar10", "runs": runs}))
+    (pre / "history.csv").write_text("weight,step,loss,ntxent,bpd,lr\n0,0,8,nan,8,0.001\n0.5,0,6,4,8,0.001\n")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    tmp_path = tmp_path_factory.mktemp("report")
+    make_tree(tmp_path / "data")
+    out = tmp_path / "report"
+    out.mkdir()
+    info = write_report(tmp_path / "data", out, OBJECTIVES, DATASETS, provenance={"params_hash": "x"})
+    assert info == {"runs": 6, "missing": [MISSING]}
+    return out
+
+
+def test_tables_have_a_row_per_run_and_papers_beside_ours(report):
+    page = (report / "index.html").read_text()
+    for d in DATASETS:
+        table = re.search(rf"<table id='results-{d}'>.*?</table>", page).group(0)
+        assert re.findall(r"<tr data-run='([^']+)'>", table) == [f"{o}/{d}" for o in OBJECTIVES]
+    jem = re.search(r"<tr data-run='jem/cifar10'>(.*?)</tr>", page).group(1)
+    assert "43.21 (paper 92.9 [P])" in jem  # JEM Table 1 accuracy beside ours
+    assert "not computed (paper 38.4 [P])" in jem  # FID: ours not computed, the paper's value shown
+    assert "0.610 (paper 0.65 [S])" in jem  # AUROC interp, logpx
+    assert "43.21" in re.search(r"<tr data-run='jem/shapes'>(.*?)</tr>", page).group(1)
+    assert "paper" not in re.search(r"<tr data-run='jem/shapes'>(.*?)</tr>", page).group(1)  # no paper numbers
+    assert "Missing runs (no metrics.json): sada_jem/shapes" in page
+    assert "IS/FID not computed: Inception weights not available" in page
+    md = (report / "report.md").read_text()
+    assert "| jem | cifar10 | 43.21 (paper 92.9 [P])" in md
+
+
+def test_pretraining_table_over_the_loss_weight(report):
+    page = (report / "index.html").read_text()
+    table = re.search(r"<table id='pretrain-cifar10'>.*?</table>", page).group(0)
+    assert re.findall(r"<tr data-run='([^']+)'>", table) == ["w0", "w0.5", "w1"]
+    assert "<td>35.00</td>" in table and "0.300 / 0.500" in table
+
+
+def test_every_image_referenced_exists_and_figures_are_there(report):
+    page = (report / "index.html").read_text()
+    imgs = re.findall(r"<img src='([^']+)'", page)
+    assert all((report / i).is_file() for i in imgs)
+    names = set(imgs)
+    for d in DATASETS:
+        assert {f"reliability_{d}.png", f"robustness_{d}.png", f"curves_{d}.png", f"ood_jem_{d}.png",
+                f"samples_fresh_jem_{d}.png", f"samples_cond_jem_{d}.png", f"samples_buffer_jem_{d}.png"} <= names
+    assert "samples_buffer_softmax_shapes.png" not in names and "pretrain_cifar10.png" in names
+
+
+def test_differing_params_lists_only_keys_that_differ(report):
+    page = (report / "index.html").read_text()
+    table = re.search(r"<table id='params-diff'>.*?</table>", page).group(0)
+    header = re.findall(r"<th>([^<]+)</th>", table)
+    assert "dataset" in header and "train.jem.sgld_steps" in header
+    assert "train.common.lr" not in header and "model.depth" not in header  # the same in every run
+    from ebm.report import Run
+    h, rows = differing_params([Run("jem", "shapes", summary={"params": {"a": {"x": 1}}}),
+                                Run("jem", "cifar10", summary={"params": {"a": {"x": 1}}})])
+    assert h == ["run", "dataset"]
