@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ebm.eval.ood import roc_curve
 from ebm.history import read_history
 from ebm.papers import paper_value
 
@@ -225,13 +226,6 @@ def _plot_curves(runs: list[Run], dataset: str, path: Path) -> bool:
     return True
 
 
-def _roc(score_in: np.ndarray, score_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    t = np.unique(np.concatenate([score_in, score_out]))[::-1]
-    tpr = np.searchsorted(np.sort(-score_in), -t, side="right") / len(score_in)
-    fpr = np.searchsorted(np.sort(-score_out), -t, side="right") / len(score_out)
-    return np.r_[0, fpr, 1], np.r_[0, tpr, 1]
-
-
 def _plot_ood(run: Run, path: Path) -> bool:
     """Score histograms (test vs each OOD set) and ROC curves, one column per score."""
     sets = sorted({k.split("/")[0] for k in run.scores} - {"test"})
@@ -245,7 +239,7 @@ def _plot_ood(run: Run, path: Path) -> bool:
         axes[0][j].hist(test, bins=bins, alpha=0.5, density=True, label="test")
         for o in sets:
             axes[0][j].hist(run.scores[f"{o}/{s}"], bins=bins, alpha=0.5, density=True, label=o)
-            fpr, tpr = _roc(test, run.scores[f"{o}/{s}"])
+            fpr, tpr = roc_curve(test, run.scores[f"{o}/{s}"])
             axes[1][j].plot(fpr, tpr, label=o)
         axes[0][j].set(title=f"{s} histogram")
         axes[1][j].plot([0, 1], [0, 1], "k:", lw=1)

@@ -10,7 +10,8 @@ import numpy as np
 
 from ebm.checkpoint import load_checkpoint
 from ebm.data import load_dataset
-from ebm.eval.run import evaluate, robustness, roc_points, sample_quality
+from ebm.eval.ood import roc_curve
+from ebm.eval.run import evaluate, robustness, sample_quality
 from ebm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ebm.provenance import pick_device, provenance
 from pipeline.common import base_parser, run, stage_params
@@ -41,7 +42,7 @@ def roc_csv(scores: dict[str, np.ndarray]) -> str:
         name, score = key.split("/")
         if name == "test":
             continue
-        fpr, tpr = roc_points(scores[f"test/{score}"], s_out)
+        fpr, tpr = roc_curve(scores[f"test/{score}"], s_out, max_points=101)
         rows += [f"{name}:{score},{f:.4f},{t:.4f}" for f, t in zip(fpr, tpr)]
     return "\n".join(rows) + "\n"
 

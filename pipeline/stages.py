@@ -115,7 +115,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         name="report",
         cmd="python -m pipeline.report --params params.yaml --root data --out data/report",
         deps=[PARAMS_OK, "data/train", "data/generate", "data/evaluate", "data/pretrain", "pipeline/report.py",
-              *_CORE, "ebm/report.py", "ebm/papers.py", "ebm/history.py"],
+              *_CORE, "ebm/report.py", "ebm/papers.py", "ebm/history.py", "ebm/eval/ood.py"],
         outs=["data/report"],
         params=["objectives", "datasets"],
     ),

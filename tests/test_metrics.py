@@ -67,3 +67,15 @@ def test_grad_norm_score_matches_finite_differences():
             f = lambda v: torch.logsumexp(model(v.view(1, 3, 2, 2)), 1).item()  # noqa: E731
             grad[i] = (f(xp) - f(xm)) / (2 * eps)
         assert got[b] == pytest.approx(-np.linalg.norm(grad), rel=1e-6)
+
+
+def test_roc_curve_area_equals_auroc():
+    from ebm.eval.ood import roc_curve
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(1, 1, 400), rng.normal(0, 1, 300)
+    fpr, tpr = roc_curve(a, b)
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1 and (np.diff(fpr) >= 0).all()
+    assert np.trapezoid(tpr, fpr) == pytest.approx(auroc(a, b), abs=1e-12)  # exact curve: same area
+    fq, tq = roc_curve(a, b, max_points=101)
+    assert len(fq) <= 103 and np.trapezoid(tq, fq) == pytest.approx(auroc(a, b), abs=0.02)

@@ -37,3 +37,13 @@ def score_grad_norm(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     lp = torch.logsumexp(model(x), 1)  # (B,)
     (g,) = torch.autograd.grad(lp.sum(), x)  # images are independent: the sum's gradient is per image
     return (-g.flatten(1).norm(dim=1)).double().cpu().numpy()
+
+
+def roc_curve(score_in: np.ndarray, score_out: np.ndarray, max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) of "in-distribution if score >= t" over every distinct threshold t (or ``max_points``
+    thresholds at the scores' quantiles), from (0, 0) to (1, 1). In-distribution scores are the positives."""
+    both = np.concatenate([score_in, score_out])
+    t = np.unique(both if max_points is None else np.quantile(both, np.linspace(0, 1, max_points)))[::-1]
+    tpr = np.searchsorted(np.sort(-score_in), -t, side="right") / len(score_in)  # share of s_in >= t
+    fpr = np.searchsorted(np.sort(-score_out), -t, side="right") / len(score_out)
+    return np.r_[0.0, fpr, 1.0], np.r_[0.0, tpr, 1.0]

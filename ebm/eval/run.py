@@ -76,12 +76,3 @@ def sample_quality(samples: dict[str, np.ndarray], data: DatasetArrays, cfg: Eva
     real = data.x_train if cfg.fid_real_images == 0 else data.x_train[:cfg.fid_real_images]
     return {name: fidelity(samples[name], real, weights=cfg.inception_weights, device=device)
             for name in ("fresh", "buffer") if name in samples}
-
-
-def roc_points(score_in: np.ndarray, score_out: np.ndarray, n: int = 101) -> tuple[np.ndarray, np.ndarray]:
-    """(fpr, tpr) of "in-distribution if score ≥ t" at ``n`` thresholds spread over the scores' quantiles."""
-    both = np.concatenate([score_in, score_out])
-    t = np.unique(np.quantile(both, np.linspace(0, 1, n)))[::-1]
-    tpr = np.concatenate([[0.0], [(score_in >= v).mean() for v in t], [1.0]])
-    fpr = np.concatenate([[0.0], [(score_out >= v).mean() for v in t], [1.0]])
-    return fpr, tpr
