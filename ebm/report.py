@@ -116,6 +116,7 @@ def _columns(runs: list[Run]) -> tuple[list[tuple[str, str]], list[tuple[str, st
             ood += [(s, k) for k in scores if (s, k) not in ood]
         for norm in ("linf", "l2"):
             rob += [(norm, e) for e in ((m.get("robustness") or {}).get(norm) or {}) if e != "0" and (norm, e) not in rob]
+    rob.sort(key=lambda ne: (ne[0] != "linf", float(ne[1])))  # L∞ first, budgets ascending
     return ood, rob
 
 

@@ -35,7 +35,7 @@ def _run(root: Path, o: str, d: str, seed: int) -> None:
     reason = "Inception weights not available: offline (EBM_OFFLINE=1)"
     (ev / "metrics.json").write_text(json.dumps({
         "accuracy": 0.4321, "nll": 1.7, "ece": 0.0612, "n_test": 100, "ood_auroc": ood,
-        "robustness": {"linf": {"0": 0.43, "2": 0.2, "8": 0.01}, "l2": {"0": 0.43, "100": 0.1}, "n_images": 50,
+        "robustness": {"linf": {"0": 0.43, "2": 0.2, "8": 0.01}, "l2": {"0": 0.43, "100": 0.1, "50": 0.3}, "n_images": 50,
                        "steps": 10, "restarts": 1},
         "sample_quality": {"fresh": {"is": None, "is_std": None, "fid": None, "n_fake": 10, "n_real": 100,
                                      "reason": reason}}}))
@@ -84,6 +84,8 @@ def test_tables_have_a_row_per_run_and_papers_beside_ours(report):
     assert "paper" not in re.search(r"<tr data-run='jem/shapes'>(.*?)</tr>", page).group(1)  # no paper numbers
     assert "Missing runs (no metrics.json): sada_jem/shapes" in page
     assert "IS/FID not computed: Inception weights not available" in page
+    pgd = re.findall(r"<th>(PGD [^<]+)</th>", page)  # 4 per results table, L∞ first, budgets ascending
+    assert pgd[:4] == ["PGD L∞ 2/255 %", "PGD L∞ 8/255 %", "PGD L2 50/255 %", "PGD L2 100/255 %"]
     md = (report / "report.md").read_text()
     assert "| jem | cifar10 | 43.21 (paper 92.9 [P])" in md
 
