@@ -84,8 +84,7 @@ class ReplayBuffer:
         ``buffer[idx] = x`` then lets parallel writers race, so which chain survives varies from run to run
         (CPU threads under load, CUDA). The last occurrence wins, as in a sequential loop: every duplicate
         writes that same row, so the result is deterministic, with no host sync."""
-        n = len(idx)
-        pos = torch.arange(n, device=idx.device)  # (n,)
+        pos = torch.arange(len(idx), device=idx.device)  # (n,)
         last = torch.full((self.size,), -1, dtype=pos.dtype, device=idx.device)
         last.scatter_reduce_(0, idx, pos, reduce="amax")  # (N,) last position that writes each row
         self.buffer[idx] = x.detach().to(self.buffer.dtype)[last[idx]]

@@ -49,7 +49,6 @@ def test_replay_buffer_reinit_fraction_and_writeback():
     assert torch.equal(other.buffer, buf.buffer)
 
 
-
 def test_replay_buffer_push_with_repeated_indices_is_deterministic_last_write_wins():
     """Indices are drawn with replacement, so a push repeats some of them: the last occurrence wins, as a
     sequential loop would do, whatever the threads do (a racy write made resumed runs differ)."""
@@ -64,6 +63,7 @@ def test_replay_buffer_push_with_repeated_indices_is_deterministic_last_write_wi
         buf = ReplayBuffer(size, (3,), reinit_freq=0.0, init=lambda m: torch.zeros(m, 3))
         buf.push(idx, x)
         assert torch.equal(buf.buffer, want)
+
 
 class Gaussian2D(nn.Module):
     """log p~(x) = -(x - mu)ᵀ Σ⁻¹ (x - mu) / 2 on flattened 2-D inputs, as a single logit."""
