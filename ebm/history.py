@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 from pathlib import Path
 
 from ebm.io import atomic_write_text
@@ -31,7 +30,8 @@ def read_history(path: str | Path) -> list[dict]:
 
 
 class TensorBoardLogger:
-    """Scalars per logged step under ``logdir``; a fresh run clears the folder first."""
+    """Scalars per logged step under ``logdir``. A fresh run deletes the event files a writer left there
+    before (``events.out.tfevents.*``) and nothing else: ``--logdir`` may point at a user's own folder."""
 
     def __init__(self, logdir: str | Path | None, fresh: bool = True):
         self.writer = None
@@ -39,8 +39,9 @@ class TensorBoardLogger:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        if fresh and Path(logdir).exists():
-            shutil.rmtree(logdir)
+        if fresh and Path(logdir).is_dir():
+            for old in Path(logdir).glob("events.out.tfevents.*"):
+                old.unlink()
         self.writer = SummaryWriter(str(logdir))
 
     def __call__(self, row: dict) -> None:

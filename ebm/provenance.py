@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from ebm.env import UsageError
+
 
 def git_revision(cwd: str | Path = ".") -> str:
     """HEAD's commit, with ``-dirty`` when tracked files differ from it; ``unknown`` outside git."""
@@ -26,8 +28,11 @@ def device_name(device: torch.device) -> str:
     return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
 
-def provenance(*, params_hash: str, seed: int, device: torch.device, sections: list[str]) -> dict:
-    return {
+def provenance(*, params_hash: str, seed: int, device: torch.device, sections: list[str],
+               **extra: object) -> dict:
+    """``extra``: what else changed the result and is not a param (the train stage's bf16 and
+    channels-last flags, the dataset's manifest sha256)."""
+    return {**extra,
         "params_hash": params_hash,
         "params_sections": sorted(sections),
         "git_revision": git_revision(),
@@ -39,10 +44,18 @@ def provenance(*, params_hash: str, seed: int, device: torch.device, sections: l
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU. Also accepts ``cpu``, ``cuda``, ``cuda:1``."""
+    """``auto``: the GPU when there is one, else the CPU. Also accepts ``cpu``, ``cuda``, ``cuda:1``
+    (the stage scripts check the spelling first: ``pipeline.common.device_name``)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"device {name!r} (--device or EBM_DEVICE): expected auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: no CUDA device is available")
+        raise UsageError(f"device {name!r} (--device or EBM_DEVICE): no CUDA device is available here; "
+                         "use auto or cpu")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"device {name!r} (--device or EBM_DEVICE): this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return dev

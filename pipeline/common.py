@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import os
+import re
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
+
+from ebm import env
 
 from ebm.config import ParamsError, Params, load_params, load_raw, params_hash
 from pipeline.stages import ALL_PARAMS, STAGES, fill
@@ -29,13 +31,64 @@ def stage_params(path: str, stage: str, **wildcards: str) -> StageParams:
     return StageParams(params, sections, params_hash(raw, sections))
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+DEVICES = "auto, cpu, cuda, cuda:N"
+
+
+class Parser(argparse.ArgumentParser):
+    """Flags whose default comes from an ``EBM_*`` variable default to None and are resolved after
+    parsing (``resolve``), so a bad variable is one clear error from the stage and never breaks
+    ``--help``. A bad flag is one line too, not the usage block."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.resolvers: dict[str, Callable[[Any], Any]] = {}
+
+    def resolve(self, dest: str, resolver: Callable[[Any], Any]) -> None:
+        """After parsing, ``args.<dest> = resolver(the parsed value, None when the flag was not given)``."""
+        self.resolvers[dest] = resolver
+
+    def env_flag(self, dest: str, var: str) -> None:
+        """A ``store_true`` flag (default None) that the on/off variable ``var`` also turns on."""
+        self.resolve(dest, lambda given: True if given else env.flag(var))
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns = super().parse_args(args, namespace)
+        for dest, resolver in self.resolvers.items():
+            setattr(ns, dest, resolver(getattr(ns, dest)))
+        return ns
+
+
+def positive_int(what: str) -> Callable[[str], int]:
+    """An argparse ``type`` accepting integers ≥ 1 only."""
+    def parse(text: str) -> int:
+        try:
+            return env.positive_int(text, what)
+        except env.UsageError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
+
+
+def device_name(flag: str | None) -> str:
+    """``--device`` if given, else ``EBM_DEVICE``, else auto; checked against the valid values."""
+    what, name = ("--device", flag) if flag is not None else ("environment variable EBM_DEVICE",
+                                                              env.text_var("EBM_DEVICE", "auto"))
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise env.UsageError(f"{what}={name!r}: expected one of {DEVICES}")
+    return name
+
+
+def base_parser(description: str) -> Parser:
+    p = Parser(description=description)
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("--device", default=os.environ.get("EBM_DEVICE", "auto"),
-                   help="auto (GPU if any, else CPU), cpu, cuda, cuda:N; env EBM_DEVICE (default auto)")
-    p.add_argument("--no-progress", action="store_true", default=bool(os.environ.get("EBM_NO_PROGRESS")),
-                   help="hide progress bars (env EBM_NO_PROGRESS)")
+    p.add_argument("--device", default=None,
+                   help=f"{DEVICES} (auto: GPU if any, else CPU); env EBM_DEVICE (default auto)")
+    p.add_argument("--no-progress", action="store_true", default=None,
+                   help="hide progress bars (env EBM_NO_PROGRESS=1)")
+    p.env_flag("no_progress", "EBM_NO_PROGRESS")
+    p.resolve("device", device_name)
     return p
 
 
@@ -44,7 +97,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from ebm.checkpoint import CheckpointError
     from ebm.data.sources import DatasetFormatError, DatasetUnavailableError
 
-    errs: list[type[BaseException]] = [ParamsError, DatasetUnavailableError, DatasetFormatError, CheckpointError]
+    errs: list[type[BaseException]] = [ParamsError, DatasetUnavailableError, DatasetFormatError, CheckpointError,
+                                       env.UsageError]
     try:
         from ebm.train import DivergenceError
         errs.append(DivergenceError)

@@ -1,10 +1,10 @@
 """Stage `train`: train one objective on one dataset; writes model.pt, history.csv, summary.json."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
+from ebm import env
 from ebm.checkpoint import save_checkpoint
 from ebm.config import to_dict
 from ebm.data import load_dataset
@@ -12,7 +12,7 @@ from ebm.history import TensorBoardLogger, write_history
 from ebm.io import atomic_write_json
 from ebm.provenance import pick_device, provenance
 from ebm.train import ResumeStore, train
-from pipeline.common import base_parser, run, stage_params
+from pipeline.common import base_parser, positive_int, run, stage_params
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,15 +22,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", required=True, help="dataset folder written by the data stage")
     p.add_argument("--out", required=True)
     p.add_argument("--logdir", default=None, help="TensorBoard folder (not a tracked output)")
-    p.add_argument("--log-every", type=int, default=10, help="steps between history rows")
+    p.add_argument("--log-every", type=positive_int("--log-every"), default=10, help="steps between history rows")
     p.add_argument("--resume-dir", default=None,
                    help="folder for the resume state (kept by DVC, not a Snakemake output); none: no resume")
-    p.add_argument("--checkpoint-every", type=int, default=int(os.environ.get("EBM_CHECKPOINT_EVERY", 100)),
+    p.add_argument("--checkpoint-every", type=positive_int("--checkpoint-every"), default=None,
                    help="steps between resume states / roll-back points (env EBM_CHECKPOINT_EVERY, default 100)")
-    p.add_argument("--bf16", action="store_true", default=bool(os.environ.get("EBM_BF16")),
-                   help="bf16 autocast for the forward passes (env EBM_BF16)")
-    p.add_argument("--channels-last", action="store_true", default=bool(os.environ.get("EBM_CHANNELS_LAST")),
-                   help="channels_last memory format (env EBM_CHANNELS_LAST)")
+    p.resolve("checkpoint_every", lambda given: given or env.int_var("EBM_CHECKPOINT_EVERY", 100))
+    p.add_argument("--bf16", action="store_true", default=None,
+                   help="bf16 autocast for the forward passes (env EBM_BF16=1)")
+    p.env_flag("bf16", "EBM_BF16")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="channels_last memory format (env EBM_CHANNELS_LAST=1)")
+    p.env_flag("channels_last", "EBM_CHANNELS_LAST")
     args = p.parse_args(argv)
     sp = stage_params(args.params, "train", objective=args.objective, dataset=args.dataset)
     if args.objective not in sp.params.objectives:
@@ -49,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         tb.close()
     out = Path(args.out)
-    prov = provenance(params_hash=sp.hash, seed=sp.params.train.common.seed, device=device, sections=sp.sections)
+    prov = provenance(params_hash=sp.hash, seed=sp.params.train.common.seed, device=device, sections=sp.sections,
+                      bf16=args.bf16, channels_last=args.channels_last)
     save_checkpoint(out / "model.pt", result.model, model_cfg=sp.params.model, classes=data.classes,
                     objective_state=result.objective.state_dict(),
                     meta={"objective": args.objective, "dataset": args.dataset,

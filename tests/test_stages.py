@@ -187,5 +187,5 @@ def test_model_runs_on_requested_device(workdir):
     from ebm.provenance import pick_device
     assert pick_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no CUDA device"):
+        with pytest.raises(ValueError, match="no CUDA device"):
             pick_device("cuda")

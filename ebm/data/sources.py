@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ebm import env
 from ebm.io import sha256_file
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
@@ -47,7 +47,7 @@ class Split:
 
 
 def _offline() -> bool:
-    return os.environ.get("EBM_OFFLINE", "") not in ("", "0")
+    return env.flag("EBM_OFFLINE")
 
 
 def _how_to_provide(name: str, raw: Path) -> str:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from ebm import env
 from ebm.data.sources import _offline
 
 ENV_WEIGHTS = "EBM_INCEPTION_WEIGHTS"
@@ -122,7 +123,7 @@ def resolve_inception_weights(param: str, *, timeout: float = CONNECT_TIMEOUT_S,
     - ``(None, reason)``: no weights; ``reason`` says why and how to provide them. A named file that does
       not exist, ``EBM_OFFLINE=1`` with an empty cache, or a failed download are reasons, not errors.
     """
-    for source, value in ((f"env {ENV_WEIGHTS}", os.environ.get(ENV_WEIGHTS, "")),
+    for source, value in ((f"env {ENV_WEIGHTS}", env.text_var(ENV_WEIGHTS)),
                           ("evaluate.inception_weights", param or "")):
         if value.strip():
             path = str(Path(value.strip()).expanduser())
