@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -12,6 +13,22 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+
+class WriteError(Exception):
+    """An output could not be written (a full disk, no permission); nothing half-written was left."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"writing {path}: {reason}")
+
+
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def _write_failed(path: Path, e: BaseException) -> WriteError:
+    reason = e.reason if isinstance(e, WriteError) else (e.strerror or str(e))
+    return WriteError(path, reason)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -40,9 +57,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _write_failed(path, e) from None
         raise
 
 
@@ -84,8 +103,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        # named by the folder the user asked for, not the temporary one; a read error inside stays as it is
+        if isinstance(e, WriteError) or isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+            raise _write_failed(path, e) from None
         raise
 
 

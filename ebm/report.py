@@ -343,17 +343,24 @@ INTRO = ("Every number was measured by this pipeline (`data/*/…/metrics.json`)
          "subset. IS/FID: torch-fidelity, fresh chains vs training images.")
 
 
+def md(text: str) -> str:
+    """Text for a markdown line or table cell: markdown renders raw HTML, so it is escaped as in
+    ``index.html``; ``|`` would end a cell and ``[``/``]`` an image caption."""
+    return html.escape(str(text), quote=False).replace("|", "\\|")
+
+
 def _markdown(sections: list[Section], missing: list[str], prov: dict) -> str:
     lines = ["# Hybrid discriminative-generative classifiers: results", "", INTRO]
     if missing:
-        lines += ["", f"Missing runs (no metrics.json): {', '.join(missing)}"]
+        lines += ["", f"Missing runs (no metrics.json): {md(', '.join(missing))}"]
     for sec in sections:
-        lines += ["", f"## {sec.title}"]
+        lines += ["", f"## {md(sec.title)}"]
         for _, header, rows in sec.tables:
-            lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for _, cells in rows]
-        lines += [""] + [f"- {n}" for n in sec.notes] if sec.notes else []
-        lines += [""] + [f"![{cap}]({name})" for name, cap in sec.figures]
+            lines += ["", "| " + " | ".join(map(md, header)) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(map(md, cells)) + " |" for _, cells in rows]
+        lines += [""] + [f"- {md(n)}" for n in sec.notes] if sec.notes else []
+        lines += [""] + [f"![{md(cap).replace('[', '(').replace(']', ')')}](<{md(name)}>)"
+                         for name, cap in sec.figures]
     lines += ["", "## Provenance", "", "```json", json.dumps(prov, indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
 

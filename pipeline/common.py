@@ -96,9 +96,10 @@ def base_parser(description: str) -> Parser:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from ebm.checkpoint import CheckpointError
     from ebm.data.sources import DatasetFormatError, DatasetUnavailableError
+    from ebm.io import WriteError
 
     errs: list[type[BaseException]] = [ParamsError, DatasetUnavailableError, DatasetFormatError, CheckpointError,
-                                       env.UsageError]
+                                       env.UsageError, WriteError]
     try:
         from ebm.train import DivergenceError
         errs.append(DivergenceError)

@@ -147,3 +147,93 @@ def test_checkpoint_every_variable_must_be_positive_and_help_still_works(workdir
         train.main(["--help"])
     assert e.value.code == 0 and "--checkpoint-every" in capsys.readouterr().out
     _one_line_error(capsys, run(train.main, _train_args()), "EBM_CHECKPOINT_EVERY='abc'", "positive integer")
+
+
+# 9, 10 -----------------------------------------------------------------------------------------------
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _archive(path: Path, members: list[tuple[str, bytes | None]]) -> None:
+    import io
+    import tarfile
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("line", ["not-a-digest  train.tar.gz", "0" * 64, "g" * 64 + "  train.tar.gz"])
+def test_malformed_sha256sums_line_is_named(tmp_path, line):
+    from ebm.data.sources import DatasetFormatError, load_local
+    _archive(tmp_path / "train.tar.gz", [("a/0.png", _png())])
+    (tmp_path / "SHA256SUMS").write_text("\n" + line + "\n")
+    with pytest.raises(DatasetFormatError, match=r"SHA256SUMS, line 2: expected"):
+        load_local("ds", tmp_path, train=True)
+
+
+def test_empty_class_folder_is_an_error(tmp_path):
+    from ebm.data.sources import DatasetFormatError, load_local
+    for c in ("a", "b", "c"):
+        (tmp_path / "test" / c).mkdir(parents=True)
+    (tmp_path / "test" / "a" / "0.png").write_bytes(_png())
+    (tmp_path / "test" / "c" / "0.png").write_bytes(_png())
+    (tmp_path / "test" / "b" / "notes.txt").write_text("no images here")
+    with pytest.raises(DatasetFormatError, match=r"class folder\(s\) without images: b \("):
+        load_local("ds", tmp_path, train=False)
+
+
+def test_empty_class_folder_in_an_archive_is_an_error(tmp_path):
+    from ebm.data.sources import DatasetFormatError, load_local
+    _archive(tmp_path / "train.tar.gz", [("train", None), ("train/a", None), ("train/a/0.png", _png()),
+                                         ("train/dog", None), ("train/c/0.png", _png())])
+    with pytest.raises(DatasetFormatError, match=r"without images: train/dog \("):
+        load_local("ds", tmp_path, train=True)
+    _archive(tmp_path / "train.tar.gz", [("train", None), ("train/a", None), ("train/a/0.png", _png())])
+    assert load_local("ds", tmp_path, train=True).classes == ["a"]  # the folder above classes is fine
+
+
+# 13 --------------------------------------------------------------------------------------------------
+
+def test_full_disk_is_one_line_and_leaves_nothing(workdir, monkeypatch, capsys):
+    import errno
+
+    import ebm.io
+    from pipeline import data
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(ebm.io.os, "fsync", full)
+    code = run(data.main, ["--dataset", "shapes", "--out", "data/datasets/shapes"])
+    _one_line_error(capsys, code, "error: writing data/datasets/shapes: No space left on device")
+    assert list((workdir / "data/datasets").iterdir()) == []  # no temporary folder, no partial output
+
+
+# 15 --------------------------------------------------------------------------------------------------
+
+def test_markdown_report_is_escaped(tmp_path):
+    from ebm.report import write_report
+    from tests.test_report import make_tree
+    make_tree(tmp_path / "data")
+    evil = "<img src=x onerror=alert(1)>"
+    m = tmp_path / "data/evaluate/jem/shapes/metrics.json"
+    metrics = json.loads(m.read_text())
+    metrics["sample_quality"]["fresh"]["reason"] = evil
+    m.write_text(json.dumps(metrics))
+    (tmp_path / "report").mkdir()
+    write_report(tmp_path / "data", tmp_path / "report", ["jem"], ["shapes"], provenance={"p": evil})
+    page, text = (tmp_path / "report/index.html").read_text(), (tmp_path / "report/report.md").read_text()
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text.split("## Provenance")[0]
+    assert "<img" not in text.split("## Provenance")[0]  # the provenance is a code block: shown, not rendered

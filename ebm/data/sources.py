@@ -126,15 +126,16 @@ def _safe_member(name: str, archive: Path) -> PurePosixPath:
     return p
 
 
-def _read_archive(archive: Path) -> list[tuple[str, str, bytes]]:
-    """(class, member name, bytes) for each image in a .tar.gz of CLASS/file images. Nothing is
-    extracted to disk; links, devices and unsafe paths are refused."""
-    out = []
+def _read_archive(archive: Path) -> tuple[list[tuple[str, str, bytes]], list[PurePosixPath]]:
+    """(class, member name, bytes) for each image in a .tar.gz of CLASS/file images, and the archive's
+    folders. Nothing is extracted to disk; links, devices and unsafe paths are refused."""
+    out, dirs = [], []
     try:
         with tarfile.open(archive, "r:*") as tar:
             for m in tar:
                 p = _safe_member(m.name, archive)
                 if m.isdir():
+                    dirs.append(PurePosixPath(*[q for q in p.parts if q not in (".", "")] or ["."]))
                     continue
                 if not m.isfile():
                     raise DatasetFormatError(f"{archive}: member {m.name!r} is not a regular file")
@@ -146,26 +147,41 @@ def _read_archive(archive: Path) -> list[tuple[str, str, bytes]]:
                 out.append((parts[-2], m.name, tar.extractfile(m).read()))
     except (tarfile.TarError, EOFError, OSError) as e:
         raise DatasetFormatError(f"{archive}: corrupt or unreadable archive ({e})") from None
-    return out
+    return out, dirs
 
 
-def _read_folder(folder: Path) -> list[tuple[str, str, bytes]]:
+def _read_folder(folder: Path) -> tuple[list[tuple[str, str, bytes]], list[PurePosixPath]]:
     out = []
-    for cls_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    for cls_dir in class_dirs:
         for f in sorted(cls_dir.iterdir()):
             if f.is_file() and f.suffix.lower() in IMAGE_EXTS:
-                out.append((cls_dir.name, str(f.relative_to(folder)), f.read_bytes()))
-    return out
+                out.append((cls_dir.name, f.relative_to(folder).as_posix(), f.read_bytes()))
+    return out, [PurePosixPath(p.name) for p in class_dirs]
+
+
+def _check_no_empty_class(items: list[tuple[str, str, bytes]], dirs: list[PurePosixPath], where: Path) -> None:
+    """A class folder without images would silently shrink the label set (torchvision's ImageFolder
+    refuses it too). Class folders are the folders beside those that hold images."""
+    full = {PurePosixPath(n).parent for _, n, _ in items}
+    parents = {d.parent for d in full}
+    empty = sorted(str(d) for d in set(dirs) - full if d.parent in parents)
+    if empty:
+        raise DatasetFormatError(f"{where}: class folder(s) without images: {', '.join(empty)} "
+                                 f"(image types: {', '.join(IMAGE_EXTS)})")
 
 
 def _verify_sums(raw: Path) -> None:
     sums = raw / "SHA256SUMS"
     if not sums.is_file():
         return
-    for line in sums.read_text().splitlines():
+    for number, line in enumerate(sums.read_text(errors="replace").splitlines(), 1):
         if not line.strip():
             continue
-        digest, fname = line.split(maxsplit=1)
+        digest, _, fname = line.strip().partition(" ")
+        if len(digest) != 64 or any(ch not in "0123456789abcdefABCDEF" for ch in digest) or not fname.strip():
+            raise DatasetFormatError(f"{sums}, line {number}: expected '<64 hex digits>  <file name>', "
+                                     f"got {line[:80]!r}")
         target = raw / fname.strip().lstrip("*")
         if target.is_file() and sha256_file(target) != digest:
             raise DatasetFormatError(f"{target}: sha256 does not match {sums} (corrupt or changed file)")
@@ -178,10 +194,10 @@ def load_local(name: str, raw: Path, train: bool) -> Split:
     archive, folder = raw / f"{split}.tar.gz", raw / split
     if archive.is_file():
         _verify_sums(raw)
-        items = _read_archive(archive)
+        items, dirs = _read_archive(archive)
         files = {archive.name: sha256_file(archive)}
     elif folder.is_dir():
-        items = _read_folder(folder)
+        items, dirs = _read_folder(folder)
         files = {}
     else:
         raise DatasetUnavailableError(
@@ -189,6 +205,7 @@ def load_local(name: str, raw: Path, train: bool) -> Split:
             + _how_to_provide(name, raw))
     if not items:
         raise DatasetFormatError(f"dataset '{name}': no images in {archive if archive.is_file() else folder}")
+    _check_no_empty_class(items, dirs, archive if archive.is_file() else folder)
     items.sort(key=lambda t: (t[0], t[1]))
     classes = sorted({c for c, _, _ in items})
     index = {c: i for i, c in enumerate(classes)}
