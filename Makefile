@@ -38,4 +38,4 @@ lint-snakemake: $(STAMP)
 	$(BIN)/snakemake --lint
 
 clean:
-	rm -rf data/params data/datasets data/train data/generate data/evaluate data/report logs .snakemake
+	rm -rf data/params data/datasets data/train data/pretrain data/resume data/generate data/evaluate data/report logs .snakemake

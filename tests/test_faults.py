@@ -237,3 +237,17 @@ def test_markdown_report_is_escaped(tmp_path):
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in text.split("## Provenance")[0]
     assert "<img" not in text.split("## Provenance")[0]  # the provenance is a code block: shown, not rendered
+
+
+# housekeeping ----------------------------------------------------------------------------------------
+
+def test_resume_state_is_ignored_by_git():
+    r = subprocess.run(["git", "check-ignore", "-q", "data/resume/jem/shapes/state.pt"], cwd=REPO)
+    assert r.returncode == 0, "data/resume/ must be in .gitignore"
+
+
+def test_make_clean_removes_every_stage_output():
+    r = subprocess.run(["make", "-n", "clean"], cwd=REPO, capture_output=True, text=True, check=True)
+    removed = r.stdout.split()
+    for folder in ("data/pretrain", "data/resume", "data/generate", "data/train", "data/evaluate", "data/report"):
+        assert folder in removed, folder
