@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import sys
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from ebm import env
@@ -78,6 +80,23 @@ def device_name(flag: str | None) -> str:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
         raise env.UsageError(f"{what}={name!r}: expected one of {DEVICES}")
     return name
+
+
+def code_digest(stage: str) -> str:
+    """sha256 over the code files a stage depends on (names and contents): a resume state or a result
+    made by other code is not this run's."""
+    from ebm.io import sha256_file
+
+    root = Path(__file__).resolve().parent.parent
+    files: list[Path] = []
+    for dep in STAGES[stage].deps:
+        path = root / dep
+        if not dep.startswith("data/"):
+            files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(root).as_posix()} {sha256_file(f)}\n".encode())
+    return h.hexdigest()
 
 
 def base_parser(description: str) -> Parser:

@@ -1,6 +1,8 @@
 """Stage `train`: train one objective on one dataset; writes model.pt, history.csv, summary.json."""
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -9,10 +11,10 @@ from ebm.checkpoint import save_checkpoint
 from ebm.config import to_dict
 from ebm.data import load_dataset
 from ebm.history import TensorBoardLogger, write_history
-from ebm.io import atomic_write_json
+from ebm.io import atomic_write_json, sha256_file
 from ebm.provenance import pick_device, provenance
 from ebm.train import ResumeStore, train
-from pipeline.common import base_parser, positive_int, run, stage_params
+from pipeline.common import base_parser, code_digest, positive_int, run, stage_params
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,7 +43,11 @@ def main(argv: list[str] | None = None) -> None:
         raise ParamsError(f"objective {args.objective!r} is not listed in `objectives` of {args.params}")
     device = pick_device(args.device)
     data = load_dataset(args.data)
-    resume = ResumeStore(args.resume_dir, sp.hash) if args.resume_dir else None
+    # what the result depends on besides the params: the dataset's files and the stage's code
+    inputs = {"dataset_manifest_sha256": sha256_file(Path(args.data) / "manifest.json"),
+              "code_sha256": code_digest("train")}
+    stamp = hashlib.sha256(json.dumps({"params_hash": sp.hash, **inputs}, sort_keys=True).encode()).hexdigest()
+    resume = ResumeStore(args.resume_dir, stamp) if args.resume_dir else None
     if resume is not None and resume.path.is_file():
         print(f"resume: found {resume.path}")
     tb = TensorBoardLogger(args.logdir, fresh=resume is None or not resume.path.is_file())
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         tb.close()
     out = Path(args.out)
     prov = provenance(params_hash=sp.hash, seed=sp.params.train.common.seed, device=device, sections=sp.sections,
-                      bf16=args.bf16, channels_last=args.channels_last)
+                      bf16=args.bf16, channels_last=args.channels_last, **inputs)
     save_checkpoint(out / "model.pt", result.model, model_cfg=sp.params.model, classes=data.classes,
                     objective_state=result.objective.state_dict(),
                     meta={"objective": args.objective, "dataset": args.dataset,

@@ -251,3 +251,81 @@ def test_make_clean_removes_every_stage_output():
     removed = r.stdout.split()
     for folder in ("data/pretrain", "data/resume", "data/generate", "data/train", "data/evaluate", "data/report"):
         assert folder in removed, folder
+
+
+# 2 ---------------------------------------------------------------------------------------------------
+
+def _killed_after_first_resume_state(monkeypatch) -> None:
+    """Make the next train run stop (as Ctrl-C would) right after it wrote its first resume state."""
+    class Killed(train.ResumeStore):
+        def save(self, trainer_state: dict) -> None:
+            super().save(trainer_state)
+            raise KeyboardInterrupt
+    monkeypatch.setattr(train, "ResumeStore", Killed)
+
+
+def test_resume_state_is_not_used_on_other_data(workdir, monkeypatch, capsys):
+    _data(workdir)
+    args = _train_args("--resume-dir", "data/resume/softmax/shapes", "--checkpoint-every", "2")
+    with monkeypatch.context() as m:
+        _killed_after_first_resume_state(m)
+        assert run(train.main, args) == 130
+    assert (workdir / "data/resume/softmax/shapes/state.pt").is_file()
+    p = tiny_params_dict()
+    p["objectives"], p["datasets"] = ["softmax"], ["shapes"]
+    p["data"]["shapes"]["seed"] += 1  # other data, same train params
+    write_params(workdir / "params.yaml", p)
+    _data(workdir)
+    capsys.readouterr()
+    assert run(train.main, args) == 0
+    assert "starting fresh" in capsys.readouterr().out
+    summary = json.loads((workdir / "data/train/softmax/shapes/summary.json").read_text())
+    assert summary["resumed_from_step"] is None
+    manifest = workdir / "data/datasets/shapes/manifest.json"
+    from ebm.io import sha256_file
+    assert summary["provenance"]["dataset_manifest_sha256"] == sha256_file(manifest)
+    assert len(summary["provenance"]["code_sha256"]) == 64
+
+
+def test_resume_state_is_used_on_the_same_inputs_and_not_after_a_code_change(workdir, monkeypatch, capsys):
+    _data(workdir)
+    args = _train_args("--resume-dir", "data/resume/softmax/shapes", "--checkpoint-every", "2")
+    with monkeypatch.context() as m:
+        _killed_after_first_resume_state(m)
+        assert run(train.main, args) == 130
+    with monkeypatch.context() as m:  # other code: the digest differs
+        m.setattr(train, "code_digest", lambda stage: "0" * 64)
+        _killed_after_first_resume_state(m)
+        assert run(train.main, args) == 130
+        assert "starting fresh" in capsys.readouterr().out
+    assert run(train.main, args) == 0
+    assert "starting fresh" in capsys.readouterr().out
+    with monkeypatch.context() as m:
+        _killed_after_first_resume_state(m)
+        assert run(train.main, args) == 130
+    assert run(train.main, args) == 0
+    summary = json.loads((workdir / "data/train/softmax/shapes/summary.json").read_text())
+    assert summary["resumed_from_step"] == 2
+
+
+# 16 --------------------------------------------------------------------------------------------------
+
+def test_the_readme_way_to_run_outside_an_activated_environment_works(tmp_path):
+    """The README's one-command form, run from a shell whose PATH has no environment on it."""
+    import re
+    import shutil
+    readme = (REPO / "README.md").read_text()
+    form = re.search(r'`(PATH="\$PWD/\.venv/bin:\$PATH" dvc repro)`', readme)
+    assert form, "README must show how to run the tools without activating the environment"
+    for f in ("dvc.yaml", ".dvcignore", "pipeline", "ebm", ".dvc"):
+        src = REPO / f
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / f, **(
+            {"ignore": shutil.ignore_patterns("__pycache__", "tmp", "cache")} if src.is_dir() else {}))
+    write_params(tmp_path / "params.yaml", tiny_params_dict())
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    bare = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
+    r = subprocess.run(["bash", "-c", form.group(1) + " params"], cwd=tmp_path, env=bare, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "data/params/validated.txt").is_file()
