@@ -6,7 +6,7 @@
 #   snakemake --profile profiles/slurm all
 #
 # After a Snakemake run, record it for DVC with `dvc commit -f` (or `dvc exp save`).
-# Never run both tools at once in one workspace.
+# Never run both tools at once in one workspace: each refuses while the other runs (pipeline/runlock.py).
 import sys
 from pathlib import Path
 
@@ -24,6 +24,16 @@ if config != load_raw("params.yaml"):
         "snakemake --config/--configfile overrides are refused: they would never reach dvc.lock. "
         "Edit params.yaml, or use `dvc exp run -S key=value`."
     )
+
+# One runner at a time: stop at once, naming it, while `dvc repro` works here; hold the lock until exit
+# so that DVC's stages refuse to start meanwhile (pipeline/runlock.py).
+onstart:
+    from pipeline.runlock import RunnerBusy, take_for_snakemake
+    try:
+        take_for_snakemake()
+    except RunnerBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)  # Snakemake then exits 2 and releases its own .snakemake/locks
 
 OBJECTIVES = PARAMS.objectives
 DATASETS = PARAMS.datasets

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from ebm import env
 
 from ebm.config import ParamsError, Params, load_params, load_raw, params_hash
+from pipeline.runlock import refuse_under_snakemake
 from pipeline.stages import ALL_PARAMS, STAGES, fill
 
 
@@ -130,6 +131,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
     """Run a stage's main; print a one-paragraph error and return non-zero on a known failure."""
     try:
+        refuse_under_snakemake()
         main(argv)
         return 0
     except _expected_errors() as e:

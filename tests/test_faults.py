@@ -310,22 +310,78 @@ def test_resume_state_is_used_on_the_same_inputs_and_not_after_a_code_change(wor
 
 # 16 --------------------------------------------------------------------------------------------------
 
-def test_the_readme_way_to_run_outside_an_activated_environment_works(tmp_path):
-    """The README's one-command form, run from a shell whose PATH has no environment on it."""
-    import re
+def _scratch(tmp_path: Path, *files: str) -> Path:
+    """A copy of the pipeline in a scratch git repository, on tiny params, with the environment at .venv."""
     import shutil
-    readme = (REPO / "README.md").read_text()
-    form = re.search(r'`(PATH="\$PWD/\.venv/bin:\$PATH" dvc repro)`', readme)
-    assert form, "README must show how to run the tools without activating the environment"
-    for f in ("dvc.yaml", ".dvcignore", "pipeline", "ebm", ".dvc"):
+    for f in files:
         src = REPO / f
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / f, **(
             {"ignore": shutil.ignore_patterns("__pycache__", "tmp", "cache")} if src.is_dir() else {}))
-    write_params(tmp_path / "params.yaml", tiny_params_dict())
+    p = tiny_params_dict()
+    p["objectives"], p["datasets"] = ["softmax"], ["shapes"]
+    write_params(tmp_path / "params.yaml", p)
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    bare = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
-    r = subprocess.run(["bash", "-c", form.group(1) + " params"], cwd=tmp_path, env=bare, capture_output=True,
-                       text=True)
+    return tmp_path
+
+
+BARE = {"PATH": "/usr/local/bin:/usr/bin:/bin", "EBM_NO_PROGRESS": "1", "EBM_OFFLINE": "1"}
+
+
+def test_the_readme_way_to_run_outside_an_activated_environment_works(tmp_path):
+    """The README's one-command form, run from a shell whose PATH has no environment on it."""
+    import re
+    readme = (REPO / "README.md").read_text()
+    form = re.search(r'`(PATH="\$PWD/\.venv/bin:\$PATH" dvc repro)`', readme)
+    assert form, "README must show how to run the tools without activating the environment"
+    work = _scratch(tmp_path, "dvc.yaml", ".dvcignore", "pipeline", "ebm", ".dvc")
+    r = subprocess.run(["bash", "-c", form.group(1) + " params"], cwd=work, env={**BARE, "HOME": str(work)},
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert (tmp_path / "data/params/validated.txt").is_file()
+    assert (work / "data/params/validated.txt").is_file()
+
+
+# 5 ---------------------------------------------------------------------------------------------------
+
+def test_dvc_stages_refuse_while_snakemake_runs(tmp_path):
+    from pipeline import runlock
+    work = _scratch(tmp_path, "dvc.yaml", ".dvcignore", "pipeline", "ebm", ".dvc")
+    runlock.take_for_snakemake(work)  # as Snakemake's onstart does; held until the file is closed
+    try:
+        r = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=work,
+                           env={**BARE, "HOME": str(work), "PATH": f"{Path(sys.executable).parent}:{BARE['PATH']}"},
+                           capture_output=True, text=True)
+    finally:
+        runlock._held.pop().close()
+    assert r.returncode != 0
+    assert f"snakemake (pid {__import__('os').getpid()}) is running in this workspace" in r.stdout + r.stderr
+    assert not (work / "data/params/validated.txt").exists()
+
+
+def test_snakemake_refuses_while_dvc_runs(tmp_path):
+    import zc.lockfile
+    work = _scratch(tmp_path, "Snakefile", "pipeline", "ebm")
+    (work / ".dvc/tmp").mkdir(parents=True)
+    lock = zc.lockfile.LockFile(str(work / ".dvc/tmp/lock"))  # what `dvc repro` holds between stages
+    try:
+        r = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--cores", "1", "all"], cwd=work,
+                           env={**BARE, "HOME": str(work)}, capture_output=True, text=True)
+    finally:
+        lock.close()
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "error: dvc is running in this workspace" in r.stderr
+    assert not (work / "data").exists()
+
+
+def test_dvc_activity_sees_a_running_stage(tmp_path):
+    import os
+
+    from pipeline import runlock
+    (tmp_path / ".dvc/tmp").mkdir(parents=True)
+    assert runlock.dvc_activity(tmp_path) is None
+    entry = {"pid": os.getpid(), "cmd": "dvc repro"}
+    (tmp_path / ".dvc/tmp/rwlock").write_text(json.dumps({"read": {}, "write": {"/x/data/train": entry}}))
+    assert runlock.dvc_activity(tmp_path) == f"pid {os.getpid()}: dvc repro"
+    dead = {"pid": 2 ** 22 + 12345, "cmd": "dvc repro"}  # above the usual pid_max: not a live process
+    (tmp_path / ".dvc/tmp/rwlock").write_text(json.dumps({"read": {}, "write": {"/x/data/train": dead}}))
+    assert runlock.dvc_activity(tmp_path) is None
