@@ -14,7 +14,8 @@ import yaml
 ALL_PARAMS = "*"  # a stage that tracks the whole params file
 
 # code each stage imports (Snakemake's code trigger cannot see imports, and DVC needs them listed)
-_CORE = ["ebm/__init__.py", "ebm/config.py", "ebm/io.py", "ebm/provenance.py", "pipeline/common.py"]
+_CORE = ["ebm/__init__.py", "ebm/config.py", "ebm/env.py", "ebm/io.py", "ebm/provenance.py", "pipeline/common.py",
+         "pipeline/runlock.py"]
 _MODEL = ["ebm/models", "ebm/checkpoint.py", "ebm/augment.py"]
 
 
