@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass
@@ -293,6 +294,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise ParamsError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -326,6 +329,8 @@ def _check_semantics(p: Params) -> None:
     for i, d in enumerate(p.datasets):
         need(d in DATASETS, f"datasets[{i}]", f"{d!r} is not one of {list(DATASETS)}")
         need(d in p.data, f"datasets[{i}]", f"{d!r} has no section data.{d}")
+    need(len(p.objectives) > 0, "objectives", "needs at least one objective")
+    need(len(p.datasets) > 0, "datasets", "needs at least one dataset")
     need(len(set(p.objectives)) == len(p.objectives), "objectives", "has duplicates")
     need(len(set(p.datasets)) == len(p.datasets), "datasets", "has duplicates")
     for name, d in p.data.items():
@@ -407,12 +412,26 @@ def parse_params(raw: Any) -> Params:
     return params
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ParamsError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                                  "(only one may be given)")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_raw(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):

@@ -385,3 +385,48 @@ def test_dvc_activity_sees_a_running_stage(tmp_path):
     dead = {"pid": 2 ** 22 + 12345, "cmd": "dvc repro"}  # above the usual pid_max: not a live process
     (tmp_path / ".dvc/tmp/rwlock").write_text(json.dumps({"read": {}, "write": {"/x/data/train": dead}}))
     assert runlock.dvc_activity(tmp_path) is None
+
+
+# 6, 7, 8 ---------------------------------------------------------------------------------------------
+
+def _check(tmp_path: Path, text: str, capsys) -> str:
+    from pipeline import check_params
+    (tmp_path / "params.yaml").write_text(text)
+    code = run(check_params.main, ["--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "ok.txt")])
+    assert not (tmp_path / "ok.txt").exists()
+    return _one_line_error(capsys, code)
+
+
+def test_duplicate_key_in_params_is_refused(tmp_path, capsys):
+    import yaml
+    text = yaml.safe_dump(tiny_params_dict(), sort_keys=False).replace("train:\n", "train:\n  foo: 1\n  foo: 2\n", 1)
+    err = _check(tmp_path, text, capsys)
+    assert "duplicate key 'foo' at line" in err
+
+
+def test_duplicate_nested_key_in_params_is_refused(tmp_path, capsys):
+    import yaml
+    text = yaml.safe_dump(tiny_params_dict(), sort_keys=False)
+    text = text.replace("    lr: ", "    lr: 0.5\n    lr: ", 1)
+    err = _check(tmp_path, text, capsys)
+    assert "duplicate key 'lr' at line" in err
+
+
+@pytest.mark.parametrize("section,key,value", [("common", "lr", ".inf"), ("jem", "sgld_lr", ".nan"),
+                                               ("jem", "sgld_std", "-.inf")])
+def test_non_finite_floats_are_refused(tmp_path, capsys, section, key, value):
+    import yaml
+    p = tiny_params_dict()
+    p["train"][section][key] = "PLACEHOLDER"
+    text = yaml.safe_dump(p, sort_keys=False).replace("PLACEHOLDER", value)
+    err = _check(tmp_path, text, capsys)
+    assert f"train.{section}.{key}: expected a finite number" in err
+
+
+@pytest.mark.parametrize("key", ["objectives", "datasets"])
+def test_empty_fan_out_lists_are_refused(tmp_path, capsys, key):
+    import yaml
+    p = tiny_params_dict()
+    p[key] = []
+    err = _check(tmp_path, yaml.safe_dump(p, sort_keys=False), capsys)
+    assert f"{key}: needs at least one" in err
