@@ -15,6 +15,9 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or of the wrong format."""
 
 
+CHECKPOINT_KEYS = {"model": dict, "model_cfg": dict, "classes": list, "objective_state": dict, "meta": dict}
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, *, model_cfg: ModelConfig, classes: list[str],
                     meta: dict, objective_state: dict | None = None) -> None:
     atomic_torch_save(path, {
@@ -38,6 +41,13 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         raise CheckpointError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != 1:
         raise CheckpointError(f"{path}: not a checkpoint of this project (format 1)")
-    model = build_model(from_dict(ModelConfig, ckpt["model_cfg"]), len(ckpt["classes"]))
-    model.load_state_dict(ckpt["model"])
+    for key, kind in CHECKPOINT_KEYS.items():
+        if not isinstance(ckpt.get(key), kind):
+            raise CheckpointError(f"{path}: checkpoint lacks key {key!r} (or it is not a {kind.__name__})")
+    try:
+        model = build_model(from_dict(ModelConfig, ckpt["model_cfg"]), len(ckpt["classes"]))
+        model.load_state_dict(ckpt["model"])
+    except Exception as e:  # a config or weights that do not fit this code's model
+        raise CheckpointError(f"{path}: model config or weights do not fit this project's model "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     return model.to(device).eval(), ckpt

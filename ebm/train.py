@@ -245,8 +245,14 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
 
     result = TrainResult(tr.model, tr.objective)
     if resume is not None and (saved := resume.load()) is not None:
-        tr.load_state_dict(saved)
-        result.resumed_from = tr.step
+        try:
+            tr.load_state_dict(saved)
+            result.resumed_from = tr.step
+            resume.log(f"resume: continuing from step {tr.step} ({resume.path})")
+        except Exception as e:  # loads, stamp matches, structure does not: a foreign or hand-edited file
+            resume.log(f"resume: {resume.path} is unusable ({type(e).__name__}: {e}); starting fresh")
+            tr = Trainer(params, objective_name, data, device, channels_last=channels_last)
+            result = TrainResult(tr.model, tr.objective)
     good = tr.state_dict()  # the last good state
     t0 = time.perf_counter()
     bar = tqdm(total=c.steps, initial=tr.step, desc=f"train {objective_name}", disable=not progress, mininterval=2)
@@ -306,12 +312,14 @@ class ResumeStore:
         except Exception as e:  # a truncated file cannot happen (atomic writes), a foreign one can
             self.log(f"resume: {self.path} unreadable ({type(e).__name__}); starting fresh")
             return None
+        if not (isinstance(state, dict) and isinstance(state.get("trainer"), dict) and "step" in state["trainer"]):
+            self.log(f"resume: {self.path} is unusable (not a resume state of this project); starting fresh")
+            return None
         if state.get("params_hash") != self.hash:
             self.log(f"resume: {self.path} was written with params hash {str(state.get('params_hash'))[:12]}…, "
                      f"this run has {self.hash[:12]}…; starting fresh")
             return None
-        self.log(f"resume: continuing from step {state['trainer']['step']} ({self.path})")
-        return state["trainer"]
+        return state["trainer"]  # train() says "continuing from step …" once it has loaded
 
     def save(self, trainer_state: dict) -> None:
         atomic_torch_save(self.path, {"params_hash": self.hash, "trainer": trainer_state})

@@ -430,3 +430,49 @@ def test_empty_fan_out_lists_are_refused(tmp_path, capsys, key):
     p[key] = []
     err = _check(tmp_path, yaml.safe_dump(p, sort_keys=False), capsys)
     assert f"{key}: needs at least one" in err
+
+
+# 11 --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("drop", ["classes", "model_cfg", "meta"])
+def test_checkpoint_of_the_wrong_structure_names_file_and_key(tmp_path, drop):
+    import torch
+
+    from ebm.checkpoint import CheckpointError, load_checkpoint
+    ckpt = {"format": 1, "model": {}, "model_cfg": {}, "classes": ["a"], "objective_state": {}, "meta": {}}
+    del ckpt[drop]
+    torch.save(ckpt, tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match=rf"model.pt: checkpoint lacks key '{drop}'"):
+        load_checkpoint(tmp_path / "model.pt")
+
+
+def test_checkpoint_whose_weights_do_not_fit_is_a_checkpoint_error(tmp_path):
+    import torch
+
+    from ebm.checkpoint import CheckpointError, load_checkpoint
+    from ebm.config import parse_params, to_dict
+    cfg = to_dict(parse_params(tiny_params_dict()).model)
+    torch.save({"format": 1, "model": {"nonsense": torch.zeros(1)}, "model_cfg": cfg, "classes": ["a", "b"],
+                "objective_state": {}, "meta": {}}, tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match="model.pt: model config or weights do not fit"):
+        load_checkpoint(tmp_path / "model.pt")
+
+
+@pytest.mark.parametrize("state", [{"params_hash": "h", "trainer": 5}, {"params_hash": "h", "trainer": {"step": 2}},
+                                   ["not", "a", "dict"]])
+def test_resume_state_of_the_wrong_structure_starts_fresh_said_once(tmp_path, state):
+    import torch
+
+    from ebm.config import parse_params
+    from ebm.data.store import build_dataset
+    from ebm.train import ResumeStore
+    from ebm.train import train as train_loop
+    p = parse_params(tiny_params_dict())
+    arrays, _ = build_dataset("shapes", p.data["shapes"], tmp_path / "raw")
+    (tmp_path / "res").mkdir()
+    torch.save(state, tmp_path / "res/state.pt")
+    said: list[str] = []
+    result = train_loop(p, "softmax", arrays, torch.device("cpu"), progress=False,
+                        resume=ResumeStore(tmp_path / "res", "h", log=said.append))
+    assert result.resumed_from is None and len(result.history) > 0
+    assert len(said) == 1 and "unusable" in said[0] and "starting fresh" in said[0], said
