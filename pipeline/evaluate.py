@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         with np.load(args.samples, allow_pickle=False) as z:
             samples = {k: z[k] for k in z.files}
     metrics, bins, scores = evaluate(model, data, cfg, device, progress=not args.no_progress)
-    metrics["robustness"] = robustness(model, data, cfg, device)
+    metrics["robustness"] = robustness(model, data, cfg, device, progress=not args.no_progress)
     if samples is not None:
         metrics["sample_quality"] = sample_quality(samples, data, cfg, device)
     out = Path(args.out)

@@ -476,3 +476,23 @@ def test_resume_state_of_the_wrong_structure_starts_fresh_said_once(tmp_path, st
                         resume=ResumeStore(tmp_path / "res", "h", log=said.append))
     assert result.resumed_from is None and len(result.history) > 0
     assert len(said) == 1 and "unusable" in said[0] and "starting fresh" in said[0], said
+
+
+# progress bars ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_pgd_and_pxgrad_loops_show_progress_unless_hidden(capsys, progress):
+    import numpy as np
+    import torch
+
+    from ebm.config import parse_params
+    from ebm.eval.robustness import robust_accuracy
+    from ebm.eval.run import grad_norm_scores
+    from ebm.models import build_model
+    model = build_model(parse_params(tiny_params_dict()).model, 3)
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    robust_accuracy(model, x, np.zeros(4, dtype=np.int64), norm="linf", eps_list=[0, 8], step=2, steps=1,
+                    batch_size=2, progress=progress)
+    grad_norm_scores(model, x, batch_size=2, device=torch.device("cpu"), noise=0.0, progress=progress)
+    err = capsys.readouterr().err
+    assert ("PGD linf" in err and "pxgrad" in err) is progress, err

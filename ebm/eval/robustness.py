@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from ebm.augment import to_tensor
 
@@ -103,8 +104,9 @@ def _eps_generator(seed: int, eps: float, device: torch.device) -> torch.Generat
 def robust_accuracy(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *, norm: str,
                     eps_list: list[float], step: float | None = None, step_frac: float | None = None,
                     steps: int, restarts: int = 1, batch_size: int = 500, device: torch.device | str = "cpu",
-                    seed: int = 0) -> dict[str, float]:
-    """Accuracy under white-box PGD, per budget: ``{f"{eps:g}": accuracy}``.
+                    seed: int = 0, progress: bool = False) -> dict[str, float]:
+    """Accuracy under white-box PGD, per budget: ``{f"{eps:g}": accuracy}``; ``progress``: a bar over
+    the (budget, batch) pairs.
 
     ``x``: uint8 images (N, 32, 32, 3), or a float tensor (N, 3, H, W) already in [-1, 1]; ``y`` (N,).
     Units: ``eps_list`` in 1/255 of the [0, 1] pixel range (e.g. 8 means 8/255), converted ×2/255 to the
@@ -129,6 +131,7 @@ def robust_accuracy(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarra
     was_training = model.training
     model.eval()
     out: dict[str, float] = {}
+    bar = tqdm(total=len(eps_list) * -(-n // batch_size), desc=f"PGD {norm}", disable=not progress, leave=False)
     try:
         for eps in eps_list:
             eps_in = float(eps) * TO_INPUT
@@ -147,7 +150,9 @@ def robust_accuracy(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarra
                                 random_start=True, generator=gen)
                     alive[idx] = _correct(model, x_adv, yb[idx])
                 robust += int(alive.sum())
+                bar.update(1)
             out[f"{eps:g}"] = robust / n
     finally:
+        bar.close()
         model.train(was_training)
     return out

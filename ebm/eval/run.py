@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ebm.config import EvaluateConfig
 from ebm.data import DatasetArrays
@@ -13,10 +14,10 @@ from ebm.eval.ood import SCORES, auroc, score_grad_norm
 
 
 def grad_norm_scores(model: nn.Module, x: np.ndarray, *, batch_size: int, device: torch.device,
-                     noise: float) -> np.ndarray:
+                     noise: float, desc: str = "pxgrad", progress: bool = False) -> np.ndarray:
     model.eval()
     out = [score_grad_norm(model, add_noise(to_tensor(x[i:i + batch_size]).to(device), noise))
-           for i in range(0, len(x), batch_size)]
+           for i in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False)]
     return np.concatenate(out)
 
 
@@ -28,8 +29,8 @@ def evaluate(model: nn.Module, data: DatasetArrays, cfg: EvaluateConfig, device:
     logits = predict_logits(model, data.x_test, desc="test", **kw)
     metrics, bins = classification_metrics(logits, data.y_test, cfg.ece_bins)
     scores = {f"test/{s}": fn(logits) for s, fn in SCORES.items()}
-    gkw = dict(batch_size=cfg.batch_size, device=device, noise=cfg.test_noise)
-    scores["test/pxgrad"] = grad_norm_scores(model, data.x_test, **gkw)
+    gkw = dict(batch_size=cfg.batch_size, device=device, noise=cfg.test_noise, progress=progress)
+    scores["test/pxgrad"] = grad_norm_scores(model, data.x_test, desc="pxgrad test", **gkw)
     ood: dict[str, dict[str, float]] = {}
     for name, x in data.ood.items():
         lo = predict_logits(model, x, desc=f"ood {name}", **kw)
@@ -37,7 +38,7 @@ def evaluate(model: nn.Module, data: DatasetArrays, cfg: EvaluateConfig, device:
         for s, fn in SCORES.items():
             scores[f"{name}/{s}"] = fn(lo)
             ood[name][s] = auroc(scores[f"test/{s}"], scores[f"{name}/{s}"])
-        scores[f"{name}/pxgrad"] = grad_norm_scores(model, x, **gkw)
+        scores[f"{name}/pxgrad"] = grad_norm_scores(model, x, desc=f"pxgrad {name}", **gkw)
         ood[name]["pxgrad"] = auroc(scores["test/pxgrad"], scores[f"{name}/pxgrad"])
     metrics["ood_auroc"] = ood
     metrics["n_test"] = int(len(data.y_test))
@@ -49,7 +50,8 @@ def attack_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(len(y))[:n])
 
 
-def robustness(model: nn.Module, data: DatasetArrays, cfg: EvaluateConfig, device: torch.device) -> dict | None:
+def robustness(model: nn.Module, data: DatasetArrays, cfg: EvaluateConfig, device: torch.device, *,
+               progress: bool = False) -> dict | None:
     """White-box PGD accuracy under L∞ and L2 at ``cfg``'s budgets (1/255 units); None when pgd_images is 0."""
     from ebm.eval.robustness import robust_accuracy
 
@@ -58,7 +60,7 @@ def robustness(model: nn.Module, data: DatasetArrays, cfg: EvaluateConfig, devic
     idx = attack_subset(data.y_test, cfg.pgd_images, cfg.seed)
     x, y = data.x_test[idx], data.y_test[idx]
     kw = dict(steps=cfg.pgd_steps, restarts=cfg.pgd_restarts, batch_size=cfg.batch_size, device=device,
-              seed=cfg.seed)
+              seed=cfg.seed, progress=progress)
     linf = robust_accuracy(model, x, y, norm="linf", eps_list=[0.0, *cfg.pgd_linf_eps], step=cfg.pgd_linf_step, **kw)
     l2 = robust_accuracy(model, x, y, norm="l2", eps_list=[0.0, *cfg.pgd_l2_eps], step_frac=cfg.pgd_l2_step_frac,
                          **kw)
