@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 
 from ebm.config import ParamsError, load_params, load_raw, section
-from pipeline.stages import ALL_PARAMS, STAGES, fill
+from pipeline.stages import ALL_PARAMS, STAGES, fill, input_files, write_params_files
 
 configfile: "params.yaml"
 
@@ -34,6 +34,10 @@ onstart:
     except RunnerBusy as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)  # Snakemake then exits 2 and releases its own .snakemake/locks
+
+# Each stage item's params-hash file, rewritten only when its sections change: a real input, so that a
+# params edit reruns the right jobs even for outputs that DVC made (they carry no Snakemake metadata).
+write_params_files(load_raw("params.yaml"))
 
 OBJECTIVES = PARAMS.objectives
 DATASETS = PARAMS.datasets
@@ -72,8 +76,9 @@ def code(stage):
 
 
 def data_inputs(stage):
-    """Upstream outputs a per-item stage reads, as templates ({objective}, {dataset} are wildcards here)."""
-    return [d for d in STAGES[stage].deps if d.startswith("data/")]
+    """Upstream outputs and the params-hash file a per-item stage reads, as templates ({objective},
+    {dataset} are wildcards here)."""
+    return [d for d in input_files(STAGES[stage]) if d.startswith("data/")]
 
 
 def outputs(stage):
@@ -175,6 +180,7 @@ rule report:
     input:
         code("report"),
         "data/params/validated.txt",
+        "data/params/hash/report.sha256",
         expand("data/evaluate/{objective}/{dataset}/metrics.json", objective=OBJECTIVES, dataset=DATASETS),
         expand("data/generate/{objective}/{dataset}/grids", objective=OBJECTIVES, dataset=DATASETS),
         expand("data/pretrain/{dataset}/metrics.json", dataset=DATASETS),

@@ -9,9 +9,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ebm.config import load_params
+from ebm.config import load_params, load_raw
 from ebm.io import atomic_write_text
 from pipeline.common import base_parser, run
+from pipeline.stages import write_params_files
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,8 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     load_params(args.params)
-    text = "params.yaml passed strict validation (pipeline/check_params.py)\n"
     out = Path(args.out)
+    write_params_files(load_raw(args.params), str(out.parent / "hash"))  # data/params/hash beside the marker
+    text = "params.yaml passed strict validation (pipeline/check_params.py)\n"
     if not (out.is_file() and out.read_text() == text):  # unchanged: keep its mtime for Snakemake
         atomic_write_text(out, text)
 

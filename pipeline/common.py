@@ -14,7 +14,7 @@ from ebm import env
 
 from ebm.config import ParamsError, Params, load_params, load_raw, params_hash
 from pipeline.runlock import refuse_under_snakemake
-from pipeline.stages import ALL_PARAMS, STAGES, fill
+from pipeline.stages import STAGES, sections_of
 
 
 @dataclass
@@ -28,9 +28,7 @@ def stage_params(path: str, stage: str, **wildcards: str) -> StageParams:
     """Validate the whole file (a typo anywhere stops every stage), then hash this stage's sections."""
     params = load_params(path)
     raw = load_raw(path)
-    sections = [fill(s, **wildcards) for s in STAGES[stage].params]
-    if sections == [ALL_PARAMS]:
-        sections = sorted(raw)
+    sections = sections_of(STAGES[stage], raw, **wildcards)
     return StageParams(params, sections, params_hash(raw, sections))
 
 

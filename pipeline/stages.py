@@ -39,6 +39,9 @@ class Stage:
 
 
 PARAMS_OK = "data/params/validated.txt"
+# one file per stage item holding the sha256 of the params sections it reads, rewritten only when that
+# changes: a real input for both tools (Snakemake cannot see a params change for outputs DVC made)
+PARAMS_HASHES = "data/params/hash"
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage(
@@ -48,6 +51,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         # persist: DVC must not delete the marker before the run, so that an unchanged marker keeps its
         # mtime and Snakemake does not see a "newer input" after every params edit.
         persist=[PARAMS_OK],
+        state=[PARAMS_HASHES],  # not a Snakemake output: the Snakefile writes it too, before any job
         params=[ALL_PARAMS],
     ),
     Stage(
@@ -129,6 +133,42 @@ def fill(template: str, **wildcards: str) -> str:
     return template.format(**wildcards)
 
 
+def params_file(stage: Stage) -> str:
+    """Template of the file holding the hash of the params sections ``stage`` reads (none for params)."""
+    return f"{PARAMS_HASHES}/{stage.name}" + "".join(f"/{{{w}}}" for w in stage.matrix) + ".sha256"
+
+
+def input_files(stage: Stage) -> list[str]:
+    """What a stage reads, for both tools: its declared deps and its params-hash file."""
+    return [*stage.deps, *([params_file(stage)] if stage.name != "params" else [])]
+
+
+def sections_of(stage: Stage, raw: dict, **wildcards: str) -> list[str]:
+    """The params sections one item of ``stage`` reads (``*``: every top-level key of ``raw``)."""
+    sections = [fill(s, **wildcards) for s in stage.params]
+    return sorted(raw) if sections == [ALL_PARAMS] else sections
+
+
+def write_params_files(raw: dict, folder: str = PARAMS_HASHES) -> list[str]:
+    """Write each stage item's params-hash file whose content changed (an unchanged one keeps its mtime,
+    so Snakemake reruns exactly the items whose sections changed); returns the paths written."""
+    from pathlib import Path
+
+    from ebm.config import params_hash
+    from ebm.io import atomic_write_text
+
+    written = []
+    for name in ORDER[1:]:
+        stage = STAGES[name]
+        for item in expand(stage, list(raw.get("objectives") or []), list(raw.get("datasets") or [])):
+            path = Path(folder) / fill(params_file(stage), **item)[len(PARAMS_HASHES) + 1:]
+            text = params_hash(raw, sections_of(stage, raw, **item)) + "\n"
+            if not (path.is_file() and path.read_text() == text):
+                atomic_write_text(path, text)
+                written.append(str(path))
+    return written
+
+
 def expand(stage: Stage, objectives: list[str], datasets: list[str]) -> list[dict[str, str]]:
     """Every wildcard assignment of a stage, e.g. [{'objective': 'jem', 'dataset': 'shapes'}, ...]."""
     if stage.matrix == ():
@@ -150,7 +190,7 @@ def dvc_stage(stage: Stage) -> dict:
     if stage.matrix:
         d["matrix"] = {k: f"${{{k}s}}" for k in stage.matrix}  # objective: ${objectives}
     d["cmd"] = _dvc(stage.cmd)
-    d["deps"] = [_dvc(p) for p in stage.deps]
+    d["deps"] = [_dvc(p) for p in input_files(stage)]
     if stage.params == [ALL_PARAMS]:
         d["params"] = [{"params.yaml": None}]
     elif stage.params:

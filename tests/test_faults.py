@@ -496,3 +496,33 @@ def test_pgd_and_pxgrad_loops_show_progress_unless_hidden(capsys, progress):
     grad_norm_scores(model, x, batch_size=2, device=torch.device("cpu"), noise=0.0, progress=progress)
     err = capsys.readouterr().err
     assert ("PGD linf" in err and "pxgrad" in err) is progress, err
+
+
+# 4 ---------------------------------------------------------------------------------------------------
+
+def test_snakemake_after_dvc_sees_a_params_edit_and_dvc_commit_records_the_right_models(tmp_path):
+    """DVC run, params edit, `snakemake all`, `dvc commit -f`: the recorded models are the edited params'."""
+    import torch
+    import yaml
+    work = _scratch(tmp_path, "Snakefile", "dvc.yaml", ".dvcignore", "pipeline", "ebm", ".dvc")
+    bin_ = Path(sys.executable).parent
+    env = {**BARE, "HOME": str(work), "PATH": f"{bin_}:{BARE['PATH']}"}
+
+    def sh(*cmd: str) -> subprocess.CompletedProcess:
+        r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, f"{cmd}: {r.stdout}\n{r.stderr}"
+        return r
+    sh("dvc", "repro")
+    model = work / "data/train/softmax/shapes/model.pt"
+    assert torch.load(model, weights_only=True)["meta"]["seed"] == 0
+    p = yaml.safe_load((work / "params.yaml").read_text())
+    p["train"]["common"]["seed"] = 1
+    write_params(work / "params.yaml", p)
+    sh("snakemake", "--cores", "1", "all")
+    assert torch.load(model, weights_only=True)["meta"]["seed"] == 1, "Snakemake did not rerun train"
+    sh("dvc", "commit", "-f")
+    status = sh("dvc", "status").stdout
+    assert "changed" not in status and "modified" not in status, status
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
+    train_lock = lock["stages"]["train@softmax-shapes"]
+    assert train_lock["params"]["params.yaml"]["train.common"]["seed"] == 1
