@@ -9,12 +9,12 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser repro test test-all lint-snakemake clean
+.PHONY: install browser slurm repro test test-all test-cluster lint-snakemake clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,cluster]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +23,12 @@ install: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the report's browser test"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
+# `make test-cluster` runs a one-node SLURM cluster on this machine from Debian's packages.
+slurm:
+	@command -v slurmctld >/dev/null 2>&1 && command -v slurmd >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 \
+	  || { echo "installing Debian's slurm-wlm and munge for the cluster test"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq slurm-wlm munge; }
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
@@ -33,6 +39,11 @@ test: $(STAMP) browser
 
 test-all: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The embedded default through `snakemake --profile` on a one-node SLURM cluster started and stopped
+# here (root), compared with a local run; a train job is killed at its time limit and resumes.
+test-cluster: $(STAMP) slurm
+	tests/slurm/run.sh
 
 lint-snakemake: $(STAMP)
 	$(BIN)/snakemake --lint

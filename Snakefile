@@ -3,7 +3,10 @@
 #
 #   snakemake --cores 2 all          # everything, as `dvc repro`
 #   snakemake --cores 2 train_all    # every training run
-#   snakemake --profile profiles/slurm all
+#   snakemake --profile profiles/slurm all      # on a SLURM cluster (pip install -e '.[cluster]')
+#
+# Threads, memory, wall time and GPUs per job come from pipeline/resources.py; every job's output goes
+# to its log (logs/jobs/<stage>/...). Locally, `gpu` is bounded by the GPUs present.
 #
 # After a Snakemake run, record it for DVC with `dvc commit -f` (or `dvc exp save`).
 # Never run both tools at once in one workspace: each refuses while the other runs (pipeline/runlock.py).
@@ -13,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 
 from ebm.config import ParamsError, load_params, load_raw, section
+from pipeline.resources import JOBS, TRAIN_RETRIES, gpus_present, log_path
 from pipeline.stages import ALL_PARAMS, STAGES, fill, input_files, write_params_files
 
 configfile: "params.yaml"
@@ -25,8 +29,15 @@ if config != load_raw("params.yaml"):
         "Edit params.yaml, or use `dvc exp run -S key=value`."
     )
 
-# One runner at a time: stop at once, naming it, while `dvc repro` works here; hold the lock until exit
-# so that DVC's stages refuse to start meanwhile (pipeline/runlock.py).
+GPUS = gpus_present()
+
+
+# Snakemake keeps ONE onstart handler (a second replaces the first): add to this one.
+# 1. One runner at a time: stop at once, naming it, while `dvc repro` works here; hold the lock until
+#    exit so that DVC's stages refuse to start meanwhile (pipeline/runlock.py).
+# 2. Run here: at most as many concurrent GPU jobs as GPUs (each picks a free one, ebm/provenance.py).
+#    Without GPUs, or on a cluster, gpu requests stay unbounded (without GPUs jobs use the CPU). Only
+#    from here on does Snakemake know the executor: while parsing, local_exec is True even for SLURM.
 onstart:
     from pipeline.runlock import RunnerBusy, take_for_snakemake
     try:
@@ -34,6 +45,9 @@ onstart:
     except RunnerBusy as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)  # Snakemake then exits 2 and releases its own .snakemake/locks
+    if workflow.local_exec and GPUS and "gpu" not in workflow.global_resources:
+        workflow.register_resource("gpu", GPUS)
+        print(f"gpu: at most {GPUS} GPU jobs at once (the GPUs present)")
 
 # Each stage item's params-hash file, rewritten only when its sections change: a real input, so that a
 # params edit reruns the right jobs even for outputs that DVC made (they carry no Snakemake metadata).
@@ -41,6 +55,15 @@ write_params_files(load_raw("params.yaml"))
 
 OBJECTIVES = PARAMS.objectives
 DATASETS = PARAMS.datasets
+
+
+# seconds of work: run inside the Snakemake process, never submitted to a cluster
+localrules:
+    all,
+    train_all,
+    params,
+    report,
+
 
 wildcard_constraints:
     objective="|".join(OBJECTIVES),
@@ -58,10 +81,20 @@ def stage_sections(stage):
 
 
 def shell_cmd(stage):
+    """The stage's command (as in dvc.yaml), its stdout and stderr going to the job's log."""
     cmd = STAGES[stage].cmd
     for w in ("objective", "dataset"):
-        cmd = cmd.replace("{" + w + "}", "{wildcards." + w + "}")
-    return cmd
+        cmd = cmd.replace(f"{{{w}}}", f"{{wildcards.{w}}}")
+    return f"{cmd} > {{log}} 2>&1"
+
+
+def log(stage):
+    return log_path(stage, STAGES[stage].matrix)
+
+
+def resources(stage):
+    job = JOBS[stage]
+    return {"mem_mb": job.mem_mb, "runtime": job.runtime, "gpu": job.gpu}
 
 
 def code(stage):
@@ -83,7 +116,7 @@ def data_inputs(stage):
 
 def outputs(stage):
     s = STAGES[stage]
-    return [directory(o) if not o.rsplit("/", 1)[-1].count(".") else o for o in s.declared_outputs()]
+    return [o if Path(o).suffix else directory(o) for o in s.declared_outputs()]
 
 
 rule all:
@@ -102,8 +135,15 @@ rule params:
     # without spurious reruns downstream). The params trigger reruns it when values change.
     output:
         outputs("params"),
+    log:
+        log("params"),
     params:
         sections=stage_sections("params"),
+    threads: JOBS["params"].threads
+    resources:
+        **resources("params"),
+    conda:
+        "envs/pipeline.yaml"
     shell:
         shell_cmd("params")
 
@@ -114,8 +154,15 @@ rule data:
         data_inputs("data"),
     output:
         outputs("data"),
+    log:
+        log("data"),
     params:
         sections=stage_sections("data"),
+    threads: JOBS["data"].threads
+    resources:
+        **resources("data"),
+    conda:
+        "envs/pipeline.yaml"
     shell:
         shell_cmd("data")
 
@@ -126,10 +173,16 @@ rule train:
         data_inputs("train"),
     output:
         outputs("train"),
+    log:
+        log("train"),
     params:
         sections=stage_sections("train"),
+    threads: JOBS["train"].threads
     resources:
-        gpu=1,
+        **resources("train"),
+    retries: TRAIN_RETRIES
+    conda:
+        "envs/pipeline.yaml"
     shell:
         shell_cmd("train")
 
@@ -140,10 +193,15 @@ rule pretrain:
         data_inputs("pretrain"),
     output:
         outputs("pretrain"),
+    log:
+        log("pretrain"),
     params:
         sections=stage_sections("pretrain"),
+    threads: JOBS["pretrain"].threads
     resources:
-        gpu=1,
+        **resources("pretrain"),
+    conda:
+        "envs/pipeline.yaml"
     shell:
         shell_cmd("pretrain")
 
@@ -154,10 +212,15 @@ rule generate:
         data_inputs("generate"),
     output:
         outputs("generate"),
+    log:
+        log("generate"),
     params:
         sections=stage_sections("generate"),
+    threads: JOBS["generate"].threads
     resources:
-        gpu=1,
+        **resources("generate"),
+    conda:
+        "envs/pipeline.yaml"
     shell:
         shell_cmd("generate")
 
@@ -168,10 +231,15 @@ rule evaluate:
         data_inputs("evaluate"),
     output:
         outputs("evaluate"),
+    log:
+        log("evaluate"),
     params:
         sections=stage_sections("evaluate"),
+    threads: JOBS["evaluate"].threads
     resources:
-        gpu=1,
+        **resources("evaluate"),
+    conda:
+        "envs/pipeline.yaml"
     shell:
         shell_cmd("evaluate")
 
@@ -187,7 +255,14 @@ rule report:
         expand("data/train/{objective}/{dataset}/history.csv", objective=OBJECTIVES, dataset=DATASETS),
     output:
         outputs("report"),
+    log:
+        log("report"),
     params:
         sections=stage_sections("report"),
+    threads: JOBS["report"].threads
+    resources:
+        **resources("report"),
+    conda:
+        "envs/pipeline.yaml"
     shell:
         shell_cmd("report")

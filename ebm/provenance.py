@@ -1,8 +1,11 @@
 """What every metrics file and checkpoint records about how it was made."""
 from __future__ import annotations
 
+import fcntl
+import os
 import platform
 import subprocess
+import tempfile
 from pathlib import Path
 
 import torch
@@ -43,11 +46,42 @@ def provenance(*, params_hash: str, seed: int, device: torch.device, sections: l
     }
 
 
+_HELD: list = []  # GPU slot locks, held open for the life of the process
+
+
+def free_gpu(n: int, lock_dir: str | Path | None = None) -> int:
+    """The first of ``n`` GPUs that no other process on this machine holds, and hold it until exit.
+
+    Concurrent local jobs (``snakemake --cores N`` with ``gpu`` bounded by the GPUs present) then each
+    get their own device. The lock is an flock, so the kernel releases it when a job dies."""
+    folder = Path(lock_dir or os.environ.get("EBM_GPU_LOCK_DIR")
+                  or Path(tempfile.gettempdir()) / f"ebm-gpu-slots-{os.getuid()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        f = open(folder / f"gpu{i}.lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            continue
+        _HELD.append(f)
+        return i
+    return os.getpid() % n  # more jobs than GPUs (a run outside Snakemake's gpu bound): share
+
+
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU. Also accepts ``cpu``, ``cuda``, ``cuda:1``
-    (the stage scripts check the spelling first: ``pipeline.common.device_name``)."""
+    """``auto``: the GPU when there is one (a free one of several), else the CPU. Also accepts ``cpu``,
+    ``cuda``, ``cuda:1`` (the stage scripts check the spelling first: ``pipeline.common.device_name``).
+    Under SLURM or torchrun (one visible device, or ``LOCAL_RANK``), ``auto`` is ``cuda``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        n = torch.cuda.device_count()
+        if n > 1 and "LOCAL_RANK" not in os.environ:
+            i = free_gpu(n)
+            torch.cuda.set_device(i)
+            return torch.device(f"cuda:{i}")
+        return torch.device("cuda")
     try:
         dev = torch.device(name)
     except RuntimeError:

@@ -113,3 +113,24 @@ def test_plots_are_declared_for_dvc_plots(repo):
               "data/evaluate/jem/shapes/robustness.csv", "data/evaluate/jem/shapes/roc.csv",
               "data/pretrain/shapes/history.csv"):
         assert f in page, f
+
+
+def test_remote_push_then_a_fresh_clone_pulls_everything(repo, tmp_path):
+    """The cluster ↔ laptop round trip through a default remote (a local folder stands in for S3/SSH)."""
+    remote = tmp_path / "remote"
+    sh("dvc", "remote", "add", "-d", "shared", str(remote), cwd=repo)
+    try:
+        sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "remote", cwd=repo)
+        sh("dvc", "push", cwd=repo)
+        clone = tmp_path / "clone"
+        sh("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path)
+        assert not (clone / "data/train/jem/shapes/model.pt").exists()
+        sh("dvc", "pull", cwd=clone)
+        assert (clone / "data/train/jem/shapes/model.pt").read_bytes() == \
+            (repo / "data/train/jem/shapes/model.pt").read_bytes()
+        assert (clone / "data/report/index.html").is_file()
+        status = sh("dvc", "status", cwd=clone).stdout
+        assert "up to date" in status, status
+    finally:
+        sh("dvc", "remote", "remove", "shared", cwd=repo)
+        sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "no remote", cwd=repo)

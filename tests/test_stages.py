@@ -16,6 +16,7 @@ from ebm.config import OBJECTIVES
 from ebm.data.procedural import SHAPE_CLASSES
 from pipeline import check_params, data, evaluate, generate, pretrain, report, train
 from pipeline.common import run
+from pipeline.resources import log_path
 from pipeline.stages import ORDER, STAGES, expand, fill, render_dvc_yaml
 from tests.conftest import REPO, tiny_params_dict, write_params
 
@@ -64,7 +65,9 @@ def test_snakefile_runs_the_same_commands_on_the_same_outputs(tmp_path):
     expected = _dvc_expanded(objectives, datasets)
     assert len(expected) == 1 + 2 + 2 + 3 * 4 + 1
     for (name, item), (cmd, outs, params) in expected.items():
-        assert cmd in log, f"Snakemake does not run the DVC command of {name}: {cmd}"
+        # the same command, its output going to the job's log (Snakemake's `log:`)
+        job_log = fill(log_path(name, STAGES[name].matrix), **dict(item))
+        assert f"{cmd} > {job_log} 2>&1\n" in log, f"Snakemake does not run the DVC command of {name}: {cmd}"
         for o in outs:
             assert o in log, f"Snakemake does not declare output {o} of {name}"
         assert params == [s if s == "*" else fill(s, **dict(item)) for s in STAGES[name].params]
