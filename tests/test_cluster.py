@@ -34,10 +34,9 @@ def _snakemake(work: Path, *args: str, **env: str) -> str:
     return r.stdout + r.stderr
 
 
-def test_snakemake_lint_is_clean():
-    r = subprocess.run([str(BIN / "snakemake"), "--lint"], cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "Lints for" not in r.stdout + r.stderr
+def test_snakemake_lint_is_clean(tmp_path):
+    out = _snakemake(_workflow(tmp_path, tiny_params_dict()), "--lint")  # in a copy: parsing writes files
+    assert "Lints for" not in out and "good condition" in out
 
 
 def test_slurm_dry_run_submits_every_heavy_job_with_its_resources(tmp_path):
