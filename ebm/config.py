@@ -362,6 +362,8 @@ def _check_semantics(p: Params) -> None:
     for name in ("jem", "jempp", "sada_jem", "hdge_jem"):
         j = getattr(p.train, name)
         need(j.sgld_steps > 0, f"train.{name}.sgld_steps", "must be > 0")
+        need(j.px_weight >= 0 and getattr(j, "pxy_weight", 0) >= 0, f"train.{name}.px_weight",
+             "px_weight and pxy_weight must be >= 0 (0 = the term is off)")
         need(0.0 <= j.reinit_freq <= 1.0, f"train.{name}.reinit_freq", "must be in [0, 1]")
         need(j.buffer_size >= j.sample_batch_size > 0, f"train.{name}.buffer_size",
              "must be >= sample_batch_size > 0")

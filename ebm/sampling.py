@@ -64,19 +64,41 @@ def uniform_init(n: int, shape: tuple[int, ...], device: torch.device | str = "c
 class ReplayBuffer:
     """Persistent chains for PCD-SGLD. ``sample`` draws indices uniformly with replacement and restarts
     each drawn chain from ``init`` with probability ``reinit_freq``; ``push`` writes the advanced chains
-    back to the same indices."""
+    back to the same indices.
+
+    Class-conditional chains (JEM's p(x|y) term, as its code does it): with ``n_classes`` > 1 the buffer
+    is also split into ``n_classes`` equal partitions, class c owning rows [c·m, (c+1)·m), m = size // C;
+    ``sample(n, classes=y)`` draws each chain from its class's partition. Unconditional draws still use
+    the whole buffer. ``init(n)`` draws n images; ``init(n, classes)`` (used when ``n_classes`` > 1)
+    draws them for the given classes (JEM++'s class Gaussians; U(-1, 1) ignores the classes)."""
 
     def __init__(self, size: int, shape: tuple[int, ...], *, reinit_freq: float,
-                 init: Callable[[int], torch.Tensor]):
+                 init: Callable[..., torch.Tensor], n_classes: int = 1):
         self.size, self.shape, self.reinit_freq, self.init = size, shape, reinit_freq, init
-        self.buffer = init(size)  # (N, *shape)
+        self.n_classes = n_classes
+        self.per_class = size // n_classes  # rows of one class partition
+        self.buffer = self._init(torch.arange(size))  # (N, *shape)
 
-    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _init(self, idx: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        """Fresh images for buffer rows ``idx`` (of the rows' partition classes when conditional)."""
+        if self.n_classes == 1:
+            return self.init(len(idx))
+        if classes is None:
+            classes = (idx // self.per_class).clamp_max(self.n_classes - 1)  # (n,) partition of each row
+        return self.init(len(idx), classes)
+
+    def sample(self, n: int, classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` chains: (indices (n,), images (n, *shape)); ``classes`` (n,) draws from class partitions."""
         dev = self.buffer.device
-        idx = torch.randint(0, self.size, (n,), device=dev)  # (n,)
+        if classes is None:
+            idx = torch.randint(0, self.size, (n,), device=dev)  # (n,)
+        else:
+            if self.n_classes == 1:
+                raise ValueError("class-conditional draws need a buffer built with n_classes > 1")
+            idx = classes.to(dev) * self.per_class + torch.randint(0, self.per_class, (n,), device=dev)  # (n,)
         x = self.buffer[idx]  # (n, *shape)
         fresh = (torch.rand(n, device=dev) < self.reinit_freq).view(n, *([1] * len(self.shape)))
-        x = torch.where(fresh, self.init(n).to(dev), x)  # no host sync: both branches computed
+        x = torch.where(fresh, self._init(idx, classes).to(dev), x)  # no host sync: both branches computed
         return idx, x
 
     def push(self, idx: torch.Tensor, x: torch.Tensor) -> None:
@@ -88,6 +110,10 @@ class ReplayBuffer:
         last = torch.full((self.size,), -1, dtype=pos.dtype, device=idx.device)
         last.scatter_reduce_(0, idx, pos, reduce="amax")  # (N,) last position that writes each row
         self.buffer[idx] = x.detach().to(self.buffer.dtype)[last[idx]]
+
+    def reset(self) -> None:
+        """Every chain restarts from ``init`` (after a divergence)."""
+        self.buffer = self._init(torch.arange(self.size, device=self.buffer.device)).to(self.buffer.device)
 
     def to(self, device: torch.device | str) -> "ReplayBuffer":
         self.buffer = self.buffer.to(device)

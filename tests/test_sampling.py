@@ -95,3 +95,22 @@ def test_clipped_projected_steps_stay_in_the_box_and_move_at_most_lr():
     x = sgld(lambda z: lin(z.flatten(1)) * 100, x0, steps=1, lr=0.3, std=0.0, grad_clip=1.0, clamp=True)
     assert x.min() >= -1 and x.max() <= 1
     assert (x - x0).abs().max() <= 0.3 + 1e-6
+
+
+def test_class_conditional_draws_come_from_their_class_partition_and_reinit_with_their_class():
+    calls = []
+
+    def init(n, classes=None):
+        calls.append(classes)
+        return (classes.float() if classes is not None else torch.full((n,), -1.0))[:, None] + 100
+
+    buf = ReplayBuffer(30, (1,), reinit_freq=0.5, init=init, n_classes=3)  # 10 rows per class
+    assert torch.equal(buf.buffer[:, 0], torch.arange(30) // 10 + 100.0)  # each partition starts from its class
+    buf.buffer = torch.arange(30.0)[:, None]
+    y = torch.tensor([0, 1, 2] * 100)
+    idx, x = buf.sample(len(y), classes=y)
+    assert torch.equal(idx // 10, y)
+    fresh = x[:, 0] >= 100
+    assert 0.3 < fresh.float().mean() < 0.7
+    assert torch.equal(x[fresh, 0], y[fresh] + 100.0)  # re-initialised for the chain's own class
+    assert torch.equal(x[~fresh, 0], idx[~fresh].float())

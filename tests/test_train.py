@@ -177,3 +177,21 @@ def test_jem_optional_pxy_term_is_logged_and_trains(data):
     p["train"]["jem"].update(pxy_weight=1.0)
     r = train(parse_params(p), "jem", data, torch.device("cpu"), progress=False, log_every=1)
     assert all("pxy" in h and math.isfinite(h["pxy"]) for h in r.history)
+
+
+@pytest.mark.parametrize("name,reference", [("jem", "softmax"), ("jempp", "softmax"), ("hdge_jem", "hdge")])
+def test_px_weight_zero_trains_exactly_like_the_discriminative_objective(data, name, reference):
+    """px_weight 0: no sampling, no energy penalty (energy_l2 stays 0.1 here), no random numbers drawn for
+    a buffer; after N steps the parameters are identical, bit for bit, to the discriminative run."""
+    p = tiny_params_dict()
+    p["train"]["common"].update(steps=4)
+    p["train"]["softmax"].update(label_smoothing=0.0)
+    p["train"][name].update(px_weight=0.0, energy_l2=0.1)
+    if "pxy_weight" in p["train"][name]:
+        p["train"][name]["pxy_weight"] = 0.0
+    params = parse_params(p)
+    ref = train(params, reference, data, torch.device("cpu"), progress=False)
+    got = train(params, name, data, torch.device("cpu"), progress=False)
+    assert "e_sample" not in got.history[0]
+    for (k, a), b in zip(ref.model.state_dict().items(), got.model.state_dict().values()):
+        assert torch.equal(a, b), k

@@ -137,9 +137,10 @@ class HDGEJEM(HDGE):
         return self
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        l_px, px_logs = self.jem.px_terms(model, batch)
+        l_px, px_logs = self.jem.px_terms(model, batch) if self.jem.generative else (None, {})
         loss, logs = self.hdge_terms(model, batch)
-        loss = loss + l_px
+        if l_px is not None:  # px_weight = 0: exactly hdge, nothing sampled
+            loss = loss + l_px
         return loss, {"loss": loss.detach(), **logs, **px_logs}
 
     def reset_sampler(self) -> None:

@@ -6,11 +6,13 @@ The log p(x) gradient is the contrastive-divergence estimate with SGLD samples x
 replay buffer; the surrogate loss and the total are
 
     L_px  = -( mean_i LSE f(x+_i) - mean_j LSE f(x~_j) )
-    L_pxy = -( mean_i f(x_lab,i)[y_i] - mean_j f(x~_j | y_j)[y_j] )     (optional, class-conditional chains)
+    L_pxy = -( mean_i f(x_lab,i)[y_i] - mean_i f(x~_i | y_i)[y_i] )     (optional)
     L     = CE(f(x_lab), y) + px_weight · L_px + pxy_weight · L_pxy
             + energy_l2 · (mean LSE f(x+)² + mean LSE f(x~)²)
 
 x+ and (x_lab, y) are two independent batches; the samples are detached (no gradient through SGLD).
+The p(x|y) chains x~_i | y_i run SGLD on f(x)[y_i] for the labelled batch's own labels y_i, each drawn
+from its class's partition of the replay buffer, as in the JEM code.
 ``energy_l2`` is the small energy-magnitude penalty suggested for stability (0 = the paper).
 """
 from __future__ import annotations
@@ -28,7 +30,11 @@ from ebm.sampling import ReplayBuffer, model_mode, sgld, uniform_init
 
 class JEM(Objective):
     """JEM as the paper's code runs it: U(-1, 1) init, plain SGLD, model in eval() while sampling.
-    Subclasses change the sampler through the class attributes below and their config."""
+    Subclasses change the sampler through the class attributes below and their config.
+
+    With ``px_weight`` = ``pxy_weight`` = 0 the objective is exactly ``softmax``: no replay buffer is built
+    (no random numbers drawn for it), nothing is sampled and ``energy_l2`` (a penalty on the p(x) branch's
+    energies) has nothing to act on."""
 
     name = "jem"
     grad_clip = 0.0  # per-pixel gradient clip in SGLD (0 = off)
@@ -41,31 +47,67 @@ class JEM(Objective):
         # JEM's own config has neither key: uniform init, eval() while sampling (the JEM code)
         self.sample_in_train_mode = getattr(cfg, "sample_mode", "eval") == "train"
         self.gaussians: ClassGaussians | None = None
+        self.buffer: ReplayBuffer | None = None
+        if not self.generative:
+            return
         if getattr(cfg, "init", "uniform") == "informative":
             if data is None:
                 raise ValueError(f"{self.name}: informative init needs the training images")
             self.gaussians = ClassGaussians.fit(data[0].cpu(), data[1].cpu(), n_classes, jitter=cfg.init_jitter)
-        self.buffer = ReplayBuffer(cfg.buffer_size, image_shape, reinit_freq=cfg.reinit_freq, init=self._init(image_shape))
+        if self.pxy_weight > 0 and cfg.buffer_size < n_classes:
+            raise ValueError(f"{self.name}: buffer_size {cfg.buffer_size} < {n_classes} classes: the p(x|y) term "
+                             "needs a buffer partition per class")
+        # p(x|y) chains live in class partitions of the buffer, as in the JEM code
+        self.buffer = ReplayBuffer(cfg.buffer_size, image_shape, reinit_freq=cfg.reinit_freq,
+                                   init=self.init_fn(image_shape), n_classes=n_classes if self.pxy_weight > 0 else 1)
 
-    def _init(self, image_shape: tuple[int, ...]):
+    @property
+    def pxy_weight(self) -> float:
+        return getattr(self.cfg, "pxy_weight", 0.0)
+
+    @property
+    def generative(self) -> bool:
+        """Whether any maximum-likelihood term is on (and so a sampler is needed)."""
+        return self.cfg.px_weight > 0 or self.pxy_weight > 0
+
+    def init_fn(self, image_shape: tuple[int, ...]):
+        """The chains' initial distribution: ``f(n, classes=None)`` → (n, *image_shape) on ``self.device``."""
         if self.gaussians is not None:
-            return lambda n: self.gaussians.sample(n).to(self.device)
-        return lambda n: uniform_init(n, image_shape, self.device)
+            return lambda n, classes=None: self.gaussians.sample(n, classes).to(self.device)
+        return lambda n, classes=None: uniform_init(n, image_shape, self.device)
+
+    @property
+    def sampler_name(self) -> str:
+        """How this objective's chains move, for captions."""
+        c = self.cfg
+        init = "class-Gaussian init" if self.gaussians is not None else "U(-1, 1) init"
+        clip = f", grad clip ±{self.grad_clip:g}" if self.grad_clip > 0 else ""
+        box = ", projected to [-1, 1]" if self.clamp else ""
+        return f"{self.name} SGLD (lr {c.sgld_lr:g}, noise {c.sgld_std:g}{clip}{box}; {init})"
+
+    def run_chains(self, model: nn.Module, x0: torch.Tensor, *, steps: int | None = None,
+                   y: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """This objective's sampler: ``steps`` (default: the configured K) steps from ``x0``, on
+        log p~(x), or on f(x)[y] when ``y`` is given; in the objective's model mode. Detached."""
+        c = self.cfg
+        with model_mode(model, train=self.sample_in_train_mode):
+            return sgld(model, x0, steps=c.sgld_steps if steps is None else steps, lr=c.sgld_lr, std=c.sgld_std,
+                        y=y, grad_clip=self.grad_clip, clamp=self.clamp, generator=generator)
 
     def to(self, device: torch.device | str) -> "JEM":
         self.device = device
         if self.gaussians is not None:
             self.gaussians.to(device)
-        self.buffer.to(device)
+        if self.buffer is not None:
+            self.buffer.to(device)
         return self
 
-    def sample(self, model: nn.Module) -> torch.Tensor:
-        """Advance ``sample_batch_size`` buffer chains by K SGLD steps and write them back."""
-        c = self.cfg
-        idx, x0 = self.buffer.sample(c.sample_batch_size)
-        with model_mode(model, train=self.sample_in_train_mode):
-            x = sgld(model, x0, steps=c.sgld_steps, lr=c.sgld_lr, std=c.sgld_std, grad_clip=self.grad_clip,
-                     clamp=self.clamp)
+    def sample(self, model: nn.Module, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Advance buffer chains by K steps and write them back: ``sample_batch_size`` unconditional
+        chains, or, given labels ``y`` (n,), one chain per label from its class partition, run on f(x)[y]."""
+        n = self.cfg.sample_batch_size if y is None else len(y)
+        idx, x0 = self.buffer.sample(n, classes=y)
+        x = self.run_chains(model, x0, y=y)
         self.buffer.push(idx, x)
         return x
 
@@ -91,36 +133,43 @@ class JEM(Objective):
         return loss, {"px": l_px.detach(), "e_data": -lp_real.detach().mean(), "e_sample": -lp_fake.detach().mean()}
 
     def pxy_term(self, model: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """L_pxy with chains drawn from the buffer and run by class-conditional SGLD on f(x)[y~]."""
-        c = self.cfg
-        idx, x0 = self.buffer.sample(c.sample_batch_size)
-        y_fake = torch.randint(0, logits.shape[1], (len(x0),), device=x0.device)  # (S,)
-        with model_mode(model, train=self.sample_in_train_mode):
-            x = sgld(model, x0, steps=c.sgld_steps, lr=c.sgld_lr, std=c.sgld_std, y=y_fake,
-                     grad_clip=self.grad_clip, clamp=self.clamp)
-        self.buffer.push(idx, x)
-        f_fake = model(x).gather(1, y_fake[:, None]).squeeze(1)  # (S,)
+        """L_pxy: chains of the labelled batch's own classes ``y``, from their class partitions (JEM code)."""
+        x_fake = self.sample(model, y=y)  # (B, 3, 32, 32)
+        f_fake = model(x_fake).gather(1, y[:, None]).squeeze(1)  # (B,)
         f_real = logits.gather(1, y[:, None]).squeeze(1)  # (B,)
         return -(f_real.mean() - f_fake.mean())
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        l_px, px_logs = self.px_terms(model, batch)
+        return self.total(model, batch)
+
+    def total(self, model: nn.Module, batch: Batch, x_fake: torch.Tensor | None = None,
+              energy_l2: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """CE + the p(x) terms (when ``px_weight`` > 0) + the p(x|y) term (when ``pxy_weight`` > 0)."""
+        logs: dict[str, torch.Tensor] = {}
+        l_px = None
+        if self.cfg.px_weight > 0:
+            l_px, logs = self.px_terms(model, batch, x_fake=x_fake, energy_l2=energy_l2)
         logits = model(batch.x_lab)  # (B, C)
         ce = F.cross_entropy(logits, batch.y)
-        loss = ce + l_px
-        extra = {}
-        if self.cfg.pxy_weight > 0:
+        loss = ce if l_px is None else ce + l_px
+        if l_px is None:
+            logs["e_data"] = -torch.logsumexp(logits.detach(), 1).mean()
+        if self.pxy_weight > 0:
             l_pxy = self.pxy_term(model, logits, batch.y)
-            loss = loss + self.cfg.pxy_weight * l_pxy
-            extra["pxy"] = l_pxy.detach()
+            loss = loss + self.pxy_weight * l_pxy
+            logs["pxy"] = l_pxy.detach()
         acc = (logits.argmax(1) == batch.y).float().mean()
-        return loss, {"loss": loss.detach(), "ce": ce.detach(), "acc": acc, **px_logs, **extra}
+        return loss, {"loss": loss.detach(), "ce": ce.detach(), "acc": acc, **logs}
 
     def reset_sampler(self) -> None:
-        self.buffer.buffer = self.buffer.init(self.buffer.size)
+        if self.buffer is not None:
+            self.buffer.reset()
 
     def state_dict(self) -> dict:
-        return {"buffer": self.buffer.state_dict()}
+        return {} if self.buffer is None else {"buffer": self.buffer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.buffer.load_state_dict(state["buffer"])
+        if self.buffer is None:
+            super().load_state_dict(state)
+        else:
+            self.buffer.load_state_dict(state["buffer"])

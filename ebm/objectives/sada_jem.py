@@ -12,7 +12,6 @@ JEM++'s sampler (informative init, clipped and projected SGLD, here K = 5) plus 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ebm.objectives.base import Batch
@@ -33,17 +32,9 @@ class SADAJEM(JEMPP):
         return batch.x_px_clean
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        self._x_fake = self.sample(model)  # kept for the perturbed pass
-        return self._total(model, batch, energy_l2=None)
+        self._x_fake = self.sample(model) if self.cfg.px_weight > 0 else None  # kept for the perturbed pass
+        return self.total(model, batch, x_fake=self._x_fake)
 
     def perturbed_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """SAM's second pass at w + ε(w): the same samples, no energy penalty (as the authors' code)."""
-        return self._total(model, batch, energy_l2=0.0)[0]
-
-    def _total(self, model: nn.Module, batch: Batch, energy_l2: float | None):
-        l_px, px_logs = self.px_terms(model, batch, x_fake=self._x_fake, energy_l2=energy_l2)
-        logits = model(batch.x_lab)  # (B, C)
-        ce = F.cross_entropy(logits, batch.y)
-        loss = ce + l_px
-        acc = (logits.argmax(1) == batch.y).float().mean()
-        return loss, {"loss": loss.detach(), "ce": ce.detach(), "acc": acc, **px_logs}
+        return self.total(model, batch, x_fake=self._x_fake, energy_l2=0.0)[0]
