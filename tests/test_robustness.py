@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ebm.eval.robustness import pgd, robust_accuracy
+from ebm.eval.robustness import pgd, pgd_attack, robust_accuracy
 
 
 def _small_cnn(seed: int = 0) -> nn.Module:
@@ -146,3 +146,32 @@ def test_robust_accuracy_requires_its_step():
         robust_accuracy(model, x, y, norm="linf", eps_list=[1], steps=1)
     with pytest.raises(ValueError, match="step_frac"):
         robust_accuracy(model, x, y, norm="l2", eps_list=[1], step=2, steps=1)
+
+
+class Bump(nn.Module):
+    """One pixel s; class 1 wins only near s = 0.5 (|s - 0.5| < 0.224): the attack overshoots the bump and
+    oscillates across it with signed steps of 0.3, so its iterates can alternate broken / not broken."""
+
+    def forward(self, x):
+        s = x.flatten(1)[:, 0]  # (B,)
+        return torch.stack([torch.zeros_like(s), 1 - 20 * (s - 0.5) ** 2], 1)  # (B, 2)
+
+
+def test_an_image_is_broken_if_any_iterate_is_misclassified():
+    """SADA-JEM's rule (METHODS.md §3.5): not only the last iterate counts."""
+    model, y = Bump(), torch.zeros(1, dtype=torch.long)
+    x = torch.full((1, 1, 1, 1), 0.15)
+    kw = dict(norm="linf", eps=1.0, step=0.3, random_start=False)
+    # iterates .15, .45 (broken), .75: the last one is classified correctly
+    last, broken = pgd_attack(model, x, y, steps=2, **kw)
+    assert last.item() == pytest.approx(0.75) and model(last).argmax(1).item() == 0
+    assert broken.item()
+    assert not pgd_attack(model, x - 0.3, y, steps=1, **kw)[1].item()  # -.15 and .15: never broken
+    # robust_accuracy counts it: every random start in [-1, 1] reaches the bump within 12 steps
+    xs = torch.zeros(200, 1, 1, 1)
+    acc = robust_accuracy(model, xs, torch.zeros(200, dtype=torch.long), norm="linf", eps_list=[0, 127.5],
+                          step=38.25, steps=12)
+    assert acc == {"0": 1.0, "127.5": 0.0}
+    lasts = pgd(model, xs, torch.zeros(200, dtype=torch.long), steps=12, norm="linf", eps=1.0, step=0.3,
+                generator=torch.Generator().manual_seed(0))
+    assert (model(lasts).argmax(1) == 0).float().mean() > 0.2  # the last iterate alone would say robust

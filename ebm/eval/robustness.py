@@ -63,19 +63,32 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: f
     (using ``generator``, which must live on ``x``'s device). The model is run in eval mode (its previous
     mode is restored) and gradients are taken w.r.t. the input only: parameters' ``.grad`` stay untouched.
     """
+    return pgd_attack(model, x, y, norm=norm, eps=eps, step=step, steps=steps, random_start=random_start,
+                      generator=generator)[0]
+
+
+def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, step: float,
+               steps: int, random_start: bool = True, generator: torch.Generator | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pgd`, plus (B,) bool: was ANY iterate, the start and the last included, misclassified?
+    SADA-JEM's evaluation (``attack_batch``) counts an image as broken at its first misclassified iterate
+    (METHODS.md §3.5); the iterates' logits are those the attack computes anyway, plus one pass on the last."""
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     x = x.detach()
     if eps <= 0 or steps <= 0:
-        return x.clone()
+        return x.clone(), ~_correct(model, x, y)
     was_training = model.training
     model.eval()
+    broken = torch.zeros(len(y), dtype=torch.bool, device=x.device)  # (B,)
     try:
         x_adv = _random_start(x, norm, eps, generator) if random_start else x.clone()
         with torch.enable_grad():
             for _ in range(steps):
                 x_adv.requires_grad_(True)
-                loss = F.cross_entropy(model(x_adv), y, reduction="sum")  # sum: each image's own gradient
+                logits = model(x_adv)  # (B, C)
+                broken |= logits.detach().argmax(1) != y
+                loss = F.cross_entropy(logits, y, reduction="sum")  # sum: each image's own gradient
                 (g,) = torch.autograd.grad(loss, x_adv)  # (B, C, H, W)
                 with torch.no_grad():
                     if norm == "linf":
@@ -83,9 +96,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: f
                     else:
                         x_adv = x_adv + step * g / _per_image_norm(g).clamp_min(1e-12)
                     x_adv = _project(x_adv, x, norm, eps)
+        broken |= ~_correct(model, x_adv, y)
     finally:
         model.train(was_training)
-    return x_adv.detach()
+    return x_adv.detach(), broken
 
 
 @torch.no_grad()
@@ -112,9 +126,9 @@ def robust_accuracy(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarra
     Units: ``eps_list`` in 1/255 of the [0, 1] pixel range (e.g. 8 means 8/255), converted ×2/255 to the
     [-1, 1] input space; eps 0 is clean accuracy. Step: L∞ uses ``step`` in the same 1/255 units
     (SADA-JEM: 2); L2 uses ``step_frac`` · eps (e.g. 0.25; Madry's rule is 2.5 / steps).
-    An image counts as robust only if it is classified correctly clean and after every one of ``restarts``
-    random-start attacks (once misclassified, it is not attacked again). Deterministic given ``seed``
-    (and the device).
+    An image counts as robust only if it is classified correctly clean and at every iterate of every one
+    of ``restarts`` random-start attacks (SADA-JEM's rule; once broken, it is not attacked again).
+    Deterministic given ``seed`` (and the device).
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
@@ -146,9 +160,9 @@ def robust_accuracy(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarra
                     idx = alive.nonzero().squeeze(1)  # still-robust images
                     if len(idx) == 0:
                         break
-                    x_adv = pgd(model, xb[idx], yb[idx], norm=norm, eps=eps_in, step=step_in, steps=steps,
-                                random_start=True, generator=gen)
-                    alive[idx] = _correct(model, x_adv, yb[idx])
+                    _, broken = pgd_attack(model, xb[idx], yb[idx], norm=norm, eps=eps_in, step=step_in,
+                                           steps=steps, random_start=True, generator=gen)
+                    alive[idx] = ~broken
                 robust += int(alive.sum())
                 bar.update(1)
             out[f"{eps:g}"] = robust / n
