@@ -77,7 +77,6 @@ class TrainCommon:
     decay_at: list[float]  # fractions of `steps` at which lr is multiplied by `decay_factor`
     decay_factor: float
     data_noise: float  # std of Gaussian noise added to training images, in [-1, 1] pixel units
-    augment: bool  # reflect-pad 4 + random crop 32 + horizontal flip
     diverge_threshold: float  # |loss| above this counts as divergence
     energy_gap_threshold: float  # |mean E(data) - mean E(samples)| above this counts as divergence
     max_retries: int  # roll-backs after divergence before the run stops with DivergenceError
@@ -173,8 +172,16 @@ class HdgeJemConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation of one dataset (both branches; SADA-JEM's p(x) branch never)."""
+    crop: bool  # reflect-pad 4 + random crop back to 32 (all four papers)
+    flip: bool  # random horizontal flip (CIFAR: yes; SVHN: no, digits are not mirror-symmetric)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     common: TrainCommon
+    augment: dict[str, AugmentConfig]  # per dataset
     softmax: SoftmaxConfig
     jem: JemConfig
     jempp: JemppConfig
@@ -359,6 +366,10 @@ def _check_semantics(p: Params) -> None:
     need(c.energy_gap_threshold > 0, "train.common.energy_gap_threshold", "must be > 0")
     need(c.max_retries >= 0, "train.common.max_retries", "must be >= 0")
     need(0 < c.retry_lr_factor <= 1, "train.common.retry_lr_factor", "must be in (0, 1]")
+    for name in p.train.augment:
+        need(name in DATASETS, f"train.augment.{name}", f"unknown dataset (known: {list(DATASETS)})")
+    for i, d in enumerate(p.datasets):
+        need(d in p.train.augment, f"datasets[{i}]", f"{d!r} has no section train.augment.{d}")
     for name in ("jem", "jempp", "sada_jem", "hdge_jem"):
         j = getattr(p.train, name)
         need(j.sgld_steps > 0, f"train.{name}.sgld_steps", "must be > 0")

@@ -1,8 +1,8 @@
 """The training loop, with the training step apart from it.
 
 Two independent streams of training images feed every step, as in the JEM code: a labelled batch for
-cross-entropy and a second batch for the maximum-likelihood branch. Both are augmented (when
-``train.common.augment``) and noised with ``train.common.data_noise``.
+cross-entropy and a second batch for the maximum-likelihood branch. Both are augmented as
+``train.augment.<dataset>`` says and noised with ``train.common.data_noise``.
 """
 from __future__ import annotations
 
@@ -138,6 +138,7 @@ class Trainer:
         np.random.seed(c.seed)
         random.seed(c.seed)
         self.device = device
+        self.aug = params.train.augment[data.name]  # the checks require one per dataset in `datasets`
         self.gen = torch.Generator().manual_seed(c.seed)
         n_classes = len(data.classes)
         self.model = build_model(params.model, n_classes).to(device)
@@ -159,7 +160,9 @@ class Trainer:
         self.history: list[dict] = []
 
     def prep(self, x: torch.Tensor) -> torch.Tensor:
-        return add_noise(augment(x) if self.c.augment else x, self.c.data_noise)
+        a = self.aug  # train.augment.<dataset>
+        x = augment(x, crop_pad=4 if a.crop else 0, flip=a.flip) if a.crop or a.flip else x
+        return add_noise(x, self.c.data_noise)
 
     def next_batch(self) -> Batch:
         i, j = self.lab.next().to(self.device), self.unl.next().to(self.device)

@@ -74,7 +74,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         outs=["data/train/{objective}/{dataset}/model.pt"],
         metrics=["data/train/{objective}/{dataset}/summary.json"],
         plots={"data/train/{objective}/{dataset}/history.csv": {"x": "step", "y": "loss"}},
-        params=["model", "train.common", "train.{objective}"],
+        params=["model", "train.common", "train.augment.{dataset}", "train.{objective}"],
         state=["data/resume/{objective}/{dataset}"],
     ),
     Stage(

@@ -30,7 +30,7 @@ def test_unknown_top_level_key_is_named():
 @pytest.mark.parametrize("key,value,pattern", [
     (("train", "common", "steps"), "100", r"train\.common\.steps: expected an integer"),
     (("train", "common", "steps"), 1.5, r"train\.common\.steps: expected an integer"),
-    (("train", "common", "augment"), 1, r"train\.common\.augment: expected true/false"),
+    (("train", "augment", "svhn", "flip"), 1, r"train\.augment\.svhn\.flip: expected true/false"),
     (("train", "jem", "sgld_lr"), True, r"train\.jem\.sgld_lr: expected a number"),
     (("model", "norm"), "batchnorm", r"model\.norm: 'batchnorm' is not one of"),
     (("data", "shapes", "ood"), "textures", r"data\.shapes\.ood: expected a list"),

@@ -3,6 +3,7 @@ import json
 import tarfile
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -48,6 +49,16 @@ def test_interpolations_are_means_of_two_images():
     xi = interpolations(x, 10, seed=1)
     assert xi.shape == (10, 32, 32, 3)
     assert not any(np.array_equal(xi[i], x[j]) for i in range(10) for j in range(20))
+    # each image is the float mean of two different test images (found among all pairs), not rounded down
+    for img in xi:
+        pairs = [(a, b) for a in range(20) for b in range(20) if a != b
+                 and np.array_equal(img, (x[a].astype(np.float64) + x[b]) / 2)]
+        assert pairs
+    assert (xi % 1 == 0.5).any()  # odd sums keep their half
+    # in the model's input space it is exactly the mean of the two images' tensors
+    from ebm.augment import to_tensor
+    a, b = pairs[0]
+    torch.testing.assert_close(to_tensor(xi[-1:]), (to_tensor(x[a:a + 1]) + to_tensor(x[b:b + 1])) / 2)
 
 
 def _cfg(**kw):

@@ -79,3 +79,20 @@ def test_roc_curve_area_equals_auroc():
     assert np.trapezoid(tpr, fpr) == pytest.approx(auroc(a, b), abs=1e-12)  # exact curve: same area
     fq, tq = roc_curve(a, b, max_points=101)
     assert len(fq) <= 103 and np.trapezoid(tq, fq) == pytest.approx(auroc(a, b), abs=0.02)
+
+
+def test_test_noise_is_drawn_afresh_on_every_pass_and_seeded():
+    """JEM's test transform adds N(0, σ²) each time an image is read: two passes over the same images see
+    different noise (here: a model that returns its input's first pixel); the whole run is seeded."""
+    from ebm.eval.classify import predict_logits
+
+    model = torch.nn.Flatten()
+    x = np.full((6, 32, 32, 3), 128, dtype=np.uint8)
+    kw = dict(batch_size=4, device=torch.device("cpu"), noise=0.03, progress=False)
+    g = torch.Generator().manual_seed(0)
+    first, second = predict_logits(model, x, generator=g, **kw), predict_logits(model, x, generator=g, **kw)
+    assert not torch.equal(first, second)
+    assert 0.01 < (first - 128 / 127.5 + 1).std() < 0.05
+    again = predict_logits(model, x, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(first, again)
+    assert torch.equal(predict_logits(model, x, **{**kw, "noise": 0.0}), predict_logits(model, x, **{**kw, "noise": 0.0}))

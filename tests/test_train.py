@@ -136,7 +136,7 @@ def test_sada_jem_max_likelihood_branch_sees_unaugmented_images(data):
 
     p = tiny_params_dict()
     p["objectives"] = ["sada_jem"]
-    p["train"]["common"].update(augment=True, data_noise=0.03)
+    p["train"]["common"].update(data_noise=0.03)
     tr = Trainer(parse_params(p), "sada_jem", data, torch.device("cpu"))
     batch = tr.next_batch()
     seen = []
@@ -195,3 +195,22 @@ def test_px_weight_zero_trains_exactly_like_the_discriminative_objective(data, n
     assert "e_sample" not in got.history[0]
     for (k, a), b in zip(ref.model.state_dict().items(), got.model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("dataset,flips", [("svhn", False), ("cifar10", True)])
+def test_augmentation_is_per_dataset_and_svhn_is_never_flipped(data, dataset, flips):
+    """train.augment.<dataset>: SVHN digits are cropped but never mirrored (the papers' code); CIFAR is."""
+    import dataclasses
+
+    from ebm.train import Trainer
+
+    p = tiny_params_dict()
+    p["train"]["common"].update(data_noise=0.0)
+    params = parse_params(p)
+    assert params.train.augment[dataset].flip is flips and params.train.augment[dataset].crop
+    tr = Trainer(params, "softmax", dataclasses.replace(data, name=dataset), torch.device("cpu"))
+    x = torch.cat([-torch.ones(256, 3, 32, 16), torch.ones(256, 3, 32, 16)], dim=3)  # left dark, right bright
+    out = tr.prep(x)
+    mirrored = (out[:, :, :, 0] > 0).flatten(1).all(1)  # the bright half moved to the left edge
+    assert bool(mirrored.any()) is flips
+    assert not torch.equal(out, x)  # still randomly cropped

@@ -4,7 +4,7 @@ Layout of ``data/datasets/<name>/``::
 
     train_x.npy  (N, 32, 32, 3) uint8     train_y.npy  (N,) int64
     test_x.npy   (M, 32, 32, 3) uint8     test_y.npy   (M,) int64
-    ood_<set>_x.npy  (K, 32, 32, 3) uint8, one per OOD set
+    ood_<set>_x.npy  (K, 32, 32, 3) uint8, one per OOD set (interp: float32 means, same 0-255 units)
     manifest.json  classes, counts, sha256 of every array and of the raw files read
 
 :func:`load_dataset` verifies every checksum before returning, so a corrupt file is named, not trained on.
@@ -34,7 +34,7 @@ class DatasetArrays:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    ood: dict[str, np.ndarray]  # OOD set name → (K, 32, 32, 3) uint8
+    ood: dict[str, np.ndarray]  # OOD set name → (K, 32, 32, 3) uint8 (interp: float32, 0-255 units)
 
 
 def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -54,11 +54,13 @@ def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 def interpolations(x: np.ndarray, n: int, seed: int) -> np.ndarray:
     """CIFAR-10 "interp" OOD set as the JEM code builds it: means of two different shuffled test images
-    (needs at least 2 images; for n > len(x) pairs repeat)."""
+    (needs at least 2 images; for n > len(x) pairs repeat). The mean is taken in float, as the JEM code
+    averages its normalised tensors: float32 (n, 32, 32, 3) in the 0-255 units of the uint8 sets, so
+    ``to_tensor`` maps it to exactly the mean of the two images in the model's [-1, 1] input space."""
     perm = np.random.default_rng(seed).permutation(len(x))
     i = np.arange(n) % len(x)
     a, b = perm[i], perm[(i + 1) % len(x)]  # neighbours in a shuffled order: never the same image
-    return ((x[a].astype(np.uint16) + x[b].astype(np.uint16)) // 2).astype(np.uint8)
+    return (x[a].astype(np.float32) + x[b].astype(np.float32)) / 2
 
 
 def _ood_set(name: str, ood: str, n: int, test: Split, raw_root: Path, seed: int) -> tuple[np.ndarray, dict]:

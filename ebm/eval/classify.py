@@ -11,12 +11,14 @@ from ebm.augment import add_noise, to_tensor
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: np.ndarray, *, batch_size: int, device: torch.device,
-                   noise: float = 0.0, desc: str = "logits", progress: bool = True) -> torch.Tensor:
-    """Logits (N, C) for uint8 images (N, 32, 32, 3), on the CPU."""
+                   noise: float = 0.0, desc: str = "logits", progress: bool = True,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Logits (N, C) for images (N, 32, 32, 3) in 0-255 units, on the CPU. Test-time noise (std ``noise``)
+    is drawn afresh on every call, from ``generator`` (on ``device``), as the JEM code's test transform does."""
     model.eval()
     out = []
     for i in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
-        xb = add_noise(to_tensor(x[i:i + batch_size]).to(device), noise)
+        xb = add_noise(to_tensor(x[i:i + batch_size]).to(device), noise, generator)
         out.append(model(xb).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 0)
 

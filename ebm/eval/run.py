@@ -14,9 +14,10 @@ from ebm.eval.ood import SCORES, auroc, score_grad_norm
 
 
 def grad_norm_scores(model: nn.Module, x: np.ndarray, *, batch_size: int, device: torch.device,
-                     noise: float, desc: str = "pxgrad", progress: bool = False) -> np.ndarray:
+                     noise: float, desc: str = "pxgrad", progress: bool = False,
+                     generator: torch.Generator | None = None) -> np.ndarray:
     model.eval()
-    out = [score_grad_norm(model, add_noise(to_tensor(x[i:i + batch_size]).to(device), noise))
+    out = [score_grad_norm(model, add_noise(to_tensor(x[i:i + batch_size]).to(device), noise, generator))
            for i in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False)]
     return np.concatenate(out)
 
@@ -24,12 +25,13 @@ def grad_norm_scores(model: nn.Module, x: np.ndarray, *, batch_size: int, device
 def evaluate(model: nn.Module, data: DatasetArrays, cfg: EvaluateConfig, device: torch.device, *,
              progress: bool = True) -> tuple[dict, list[dict], dict[str, np.ndarray]]:
     """Returns (metrics, reliability bins, raw scores per set and score name for histograms)."""
-    torch.manual_seed(cfg.seed)  # the test-noise draw
-    kw = dict(batch_size=cfg.batch_size, device=device, noise=cfg.test_noise, progress=progress)
+    # test-time noise: fresh draws on every pass over a set (the JEM code's test transform), seeded
+    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    kw = dict(batch_size=cfg.batch_size, device=device, noise=cfg.test_noise, progress=progress, generator=noise_gen)
     logits = predict_logits(model, data.x_test, desc="test", **kw)
     metrics, bins = classification_metrics(logits, data.y_test, cfg.ece_bins)
     scores = {f"test/{s}": fn(logits) for s, fn in SCORES.items()}
-    gkw = dict(batch_size=cfg.batch_size, device=device, noise=cfg.test_noise, progress=progress)
+    gkw = dict(batch_size=cfg.batch_size, device=device, noise=cfg.test_noise, progress=progress, generator=noise_gen)
     scores["test/pxgrad"] = grad_norm_scores(model, data.x_test, desc="pxgrad test", **gkw)
     ood: dict[str, dict[str, float]] = {}
     for name, x in data.ood.items():
