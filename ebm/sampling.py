@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from ebm.distributed import no_sync
 from ebm.models import log_px
 
 
@@ -40,18 +41,19 @@ def sgld(model: nn.Module, x0: torch.Tensor, *, steps: int, lr: float, std: floa
     x_{k+1} = clip_{[-1,1]}(x_k + α clip(∇, ±c) + σ ε). JEM++'s PYLD-M-N equals M such steps of size
     N·lr_inner, because its inner steps reuse one input gradient (METHODS.md §2.2, §8.15)."""
     x = x0.detach().clone()
-    for _ in range(steps):
-        x.requires_grad_(True)
-        logits = model(x)  # (B, C)
-        score = log_px(logits) if y is None else logits.gather(1, y[:, None]).squeeze(1)  # (B,)
-        (grad,) = torch.autograd.grad(score.sum(), x)
-        if grad_clip > 0:
-            grad = grad.clamp(-grad_clip, grad_clip)
-        x = x.detach() + lr * grad
-        if std > 0:
-            x = x + std * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-        if clamp:
-            x = x.clamp(-1, 1)
+    with no_sync(model):  # under DDP: input gradients only, nothing to all-reduce
+        for _ in range(steps):
+            x.requires_grad_(True)
+            logits = model(x)  # (B, C)
+            score = log_px(logits) if y is None else logits.gather(1, y[:, None]).squeeze(1)  # (B,)
+            (grad,) = torch.autograd.grad(score.sum(), x)
+            if grad_clip > 0:
+                grad = grad.clamp(-grad_clip, grad_clip)
+            x = x.detach() + lr * grad
+            if std > 0:
+                x = x + std * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+            if clamp:
+                x = x.clamp(-1, 1)
     return x.detach()
 
 

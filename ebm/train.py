@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ebm.augment import add_noise, augment, to_tensor
 from ebm.config import Params, TrainCommon
 from ebm.data import DatasetArrays
+from ebm.distributed import World, per_rank_params, rank_seed, reduce_step, shard, unwrap, wrap
 from ebm.io import atomic_torch_save, atomic_write_text
 from ebm.models import build_model
 from ebm.objectives import Batch, Objective, build_objective
@@ -132,14 +133,16 @@ class Trainer:
     """Owns everything a run's state is made of, so it can be snapshot, rolled back and resumed."""
 
     def __init__(self, params: Params, objective_name: str, data: DatasetArrays, device: torch.device, *,
-                 channels_last: bool = False):
+                 channels_last: bool = False, world: World = World()):
         c = self.c = params.train.common
-        torch.manual_seed(c.seed)
-        np.random.seed(c.seed)
-        random.seed(c.seed)
+        self.world = world
+        seed = rank_seed(c.seed, world.rank)  # the plain seed on rank 0
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
         self.device = device
         self.aug = params.train.augment[data.name]  # the checks require one per dataset in `datasets`
-        self.gen = torch.Generator().manual_seed(c.seed)
+        self.gen = torch.Generator().manual_seed(c.seed)  # data order: the same permutation on every rank
         n_classes = len(data.classes)
         self.model = build_model(params.model, n_classes).to(device)
         self.x_all = to_tensor(data.x_train).to(device)  # (N, 3, 32, 32)
@@ -147,8 +150,10 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
             self.x_all = self.x_all.contiguous(memory_format=torch.channels_last)
         self.y_all = torch.from_numpy(data.y_train).to(device)  # (N,)
-        self.objective = build_objective(objective_name, params, n_classes=n_classes,
-                                         data=(self.x_all, self.y_all)).to(device)
+        self.objective = build_objective(objective_name, per_rank_params(params, objective_name, world),
+                                         n_classes=n_classes, data=(self.x_all, self.y_all)).to(device)
+        self.net = wrap(self.model, world, device)  # DDP with several processes; forward passes go through it
+        self.model = unwrap(self.net)  # the weights (SyncBatchNorm may have replaced modules)
         self.opt = make_optimizer(self.model, c)
         if getattr(self.objective, "sam", None):
             self.opt = SAM(self.opt, **self.objective.sam)
@@ -165,7 +170,7 @@ class Trainer:
         return add_noise(x, self.c.data_noise)
 
     def next_batch(self) -> Batch:
-        i, j = self.lab.next().to(self.device), self.unl.next().to(self.device)
+        i, j = (shard(s.next(), self.world).to(self.device) for s in (self.lab, self.unl))  # this rank's slices
         return Batch(x_lab=self.prep(self.x_all[i]), y=self.y_all[i], x_px=self.prep(self.x_all[j]),
                      x_px_clean=self.x_all[j])
 
@@ -233,15 +238,17 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
           log_every: int = 10, on_log: Callable[[dict], None] | None = None, progress: bool = True,
           resume: "ResumeStore | None" = None, checkpoint_every: int = 100,
           fault: Callable[[int, float, dict], tuple[float, dict]] | None = None,
-          bf16: bool = False, channels_last: bool = False) -> TrainResult:
+          bf16: bool = False, channels_last: bool = False, world: World = World()) -> TrainResult:
     """Train one objective. Every ``checkpoint_every`` steps the whole state is kept in memory (the
     rollback point after a divergence) and, with ``resume``, written atomically to disk. On divergence
     the run rolls back, re-initialises the sampler, multiplies the lr by ``retry_lr_factor`` and goes
     on; after ``max_retries`` it raises :class:`DivergenceError`. ``fault(step, loss, logs)`` returns
     (loss, logs) as the divergence check sees them: tests inject a NaN or an energy blow-up with it.
-    ``bf16`` (autocast) and ``channels_last`` are execution options: flags, not tracked params."""
+    ``bf16`` (autocast) and ``channels_last`` are execution options: flags, not tracked params.
+    With several processes (``world``, see ebm/distributed.py) the divergence flag and the logged values
+    are all-reduced once per step, so every rank rolls back together and the history holds global means."""
     c = params.train.common
-    tr = Trainer(params, objective_name, data, device, channels_last=channels_last)
+    tr = Trainer(params, objective_name, data, device, channels_last=channels_last, world=world)
 
     def amp() -> contextlib.AbstractContextManager:
         return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -263,11 +270,13 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
         step = tr.step
         for g in tr.opt.param_groups:
             g["lr"] = lr_at(step, c) * tr.lr_scale
-        loss_t, logs = train_step(tr.model, tr.objective, tr.opt, tr.next_batch(), amp)
+        loss_t, logs = train_step(tr.net, tr.objective, tr.opt, tr.next_batch(), amp)
         loss, vals = float(loss_t), {k: float(v) for k, v in logs.items()}
         if fault is not None:
             loss, vals = fault(step, loss, vals)
         reason = divergence(loss, vals, c)
+        flagged, vals = reduce_step(reason is not None, {"_loss": loss, **vals})
+        loss, reason = vals.pop("_loss"), reason or ("divergence on another rank" if flagged else None)
         if reason is not None:
             if tr.retries >= c.max_retries:
                 raise DivergenceError(step, {**vals, "loss": loss},

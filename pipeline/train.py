@@ -1,4 +1,8 @@
-"""Stage `train`: train one objective on one dataset; writes model.pt, history.csv, summary.json."""
+"""Stage `train`: train one objective on one dataset; writes model.pt, history.csv, summary.json.
+
+Runs under ``torchrun --nproc-per-node N`` as well (DDP, see ebm/distributed.py): rank 0 alone writes the
+outputs and TensorBoard events, every rank its own resume state. ``EBM_NPROC=N`` relaunches this command
+under ``torchrun --standalone --nproc-per-node N`` (for `dvc repro`, which has no resources)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,9 +14,11 @@ from ebm import env
 from ebm.checkpoint import save_checkpoint
 from ebm.config import to_dict
 from ebm.data import load_dataset
+from ebm.distributed import close_world, init_world, relaunch_under_torchrun
 from ebm.history import TensorBoardLogger, write_history
 from ebm.io import atomic_write_json, sha256_file
 from ebm.provenance import pick_device, provenance
+from ebm.rank_resume import RankResumeStore, check_world
 from ebm.train import ResumeStore, train
 from pipeline.common import base_parser, code_digest, positive_int, run, stage_params
 
@@ -37,29 +43,56 @@ def main(argv: list[str] | None = None) -> None:
                    help="channels_last memory format (env EBM_CHANNELS_LAST=1)")
     p.env_flag("channels_last", "EBM_CHANNELS_LAST")
     args = p.parse_args(argv)
+    relaunch_under_torchrun("pipeline.train", sys.argv[1:] if argv is None else argv)
     sp = stage_params(args.params, "train", objective=args.objective, dataset=args.dataset)
     if args.objective not in sp.params.objectives:
         from ebm.config import ParamsError
         raise ParamsError(f"objective {args.objective!r} is not listed in `objectives` of {args.params}")
-    device = pick_device(args.device)
     data = load_dataset(args.data)
     # what the result depends on besides the params: the dataset's files and the stage's code
     inputs = {"dataset_manifest_sha256": sha256_file(Path(args.data) / "manifest.json"),
               "code_sha256": code_digest("train")}
     stamp = hashlib.sha256(json.dumps({"params_hash": sp.hash, **inputs}, sort_keys=True).encode()).hexdigest()
-    resume = ResumeStore(args.resume_dir, stamp) if args.resume_dir else None
-    if resume is not None and resume.path.is_file():
-        print(f"resume: found {resume.path}")
-    tb = TensorBoardLogger(args.logdir, fresh=resume is None or not resume.path.is_file())
+    world, device = init_world(pick_device(args.device))
+    try:
+        _train_and_write(args, sp, data, world, device, stamp, inputs)
+    finally:
+        close_world()
+
+
+def _train_and_write(args, sp, data, world, device, stamp: str, inputs: dict) -> None:
+    """``stamp``: the resume state's key (params, dataset and code); ``inputs``: provenance beside the params."""
+    resume = None
+    if args.resume_dir:
+        check_world(args.resume_dir, world)
+        resume = (RankResumeStore(args.resume_dir, stamp, world) if world.distributed
+                  else ResumeStore(args.resume_dir, stamp))
+    resuming = resume is not None and (resume.exists() if world.distributed else resume.path.is_file())
+    if resuming and world.main:
+        print(f"resume: found a saved state in {args.resume_dir}")
+    tb = TensorBoardLogger(args.logdir if world.main else None, fresh=not resuming)
     try:
         result = train(sp.params, args.objective, data, device, log_every=args.log_every, on_log=tb,
-                       progress=not args.no_progress, resume=resume, checkpoint_every=args.checkpoint_every,
-                       bf16=args.bf16, channels_last=args.channels_last)
+                       progress=not args.no_progress and world.main, resume=resume,
+                       checkpoint_every=args.checkpoint_every, bf16=args.bf16, channels_last=args.channels_last,
+                       world=world)
     finally:
         tb.close()
+    if world.main:
+        _write_outputs(args, sp, data, device, world, result, inputs)
+    if resume is not None:
+        resume.finish()
+    if world.main:
+        print(f"trained {args.objective} on {args.dataset} in {result.seconds:.1f}s → {args.out}"
+              + (f" on {world.size} processes" if world.distributed else "")
+              + (f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else "")
+              + (f" ({result.retries} roll-backs after divergence)" if result.retries else ""))
+
+
+def _write_outputs(args, sp, data, device, world, result, inputs: dict) -> None:
     out = Path(args.out)
     prov = provenance(params_hash=sp.hash, seed=sp.params.train.common.seed, device=device, sections=sp.sections,
-                      bf16=args.bf16, channels_last=args.channels_last, **inputs)
+                      bf16=args.bf16, channels_last=args.channels_last, world_size=world.size, **inputs)
     save_checkpoint(out / "model.pt", result.model, model_cfg=sp.params.model, classes=data.classes,
                     objective_state=result.objective.state_dict(),
                     meta={"objective": args.objective, "dataset": args.dataset,
@@ -73,11 +106,6 @@ def main(argv: list[str] | None = None) -> None:
         "params": {"model": to_dict(sp.params.model), "train.common": to_dict(sp.params.train.common),
                    f"train.{args.objective}": to_dict(getattr(sp.params.train, args.objective))},
         "provenance": prov})
-    if resume is not None:
-        resume.finish()
-    print(f"trained {args.objective} on {args.dataset} in {result.seconds:.1f}s → {out}"
-          + (f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else "")
-          + (f" ({result.retries} roll-backs after divergence)" if result.retries else ""))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ebm.config import HdgeConfig, HdgeJemConfig, JemConfig, TrainCommon
+from ebm.distributed import gather_cat
 from ebm.objectives.base import Batch, Objective
 from ebm.objectives.jem import JEM
 
@@ -101,7 +102,8 @@ class HDGE(Objective):
         ce = F.cross_entropy(logits, batch.y)
         lc = contrastive_loss(logits, batch.y, self.queue.data, temperature=c.temperature,
                               normalisation=c.normalisation, positive=c.positive)
-        self.queue.push(logits)  # after the loss: the current batch is not its own negative
+        # after the loss, so the batch is not its own negative; all ranks' logits, as MoCo enqueues its keys
+        self.queue.push(gather_cat(logits.detach()))
         acc = (logits.argmax(1) == batch.y).float().mean()
         loss = c.ce_weight * ce + c.contrast_weight * lc
         return loss, {"ce": ce.detach(), "contrast": lc.detach(), "acc": acc,
