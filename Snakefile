@@ -97,6 +97,13 @@ def resources(stage):
     return {"mem_mb": job.mem_mb, "runtime": job.runtime, "gpu": job.gpu}
 
 
+def launch(wildcards, resources):
+    """gpu=N > 1 (e.g. --set-resources train:gpu=4) runs the job under torchrun, one DDP process per GPU;
+    one GPU, or the CPU, runs the command of dvc.yaml as it is."""
+    n = int(getattr(resources, "gpu", 1) or 1)
+    return f"torchrun --standalone --nproc-per-node {n} -m" if n > 1 else "python -m"
+
+
 def code(stage):
     """Code dependencies as files: a folder's mtime does not change when a file in it is edited."""
     files = []
@@ -177,6 +184,7 @@ rule train:
         log("train"),
     params:
         sections=stage_sections("train"),
+        launch=launch,
     threads: JOBS["train"].threads
     resources:
         **resources("train"),
@@ -184,7 +192,7 @@ rule train:
     conda:
         "envs/pipeline.yaml"
     shell:
-        shell_cmd("train")
+        shell_cmd("train").replace("python -m", "{params.launch}", 1)
 
 
 rule pretrain:

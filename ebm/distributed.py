@@ -26,6 +26,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ebm.config import ParamsError
+
 
 @dataclass(frozen=True)
 class World:
@@ -43,7 +45,7 @@ class World:
         return self.size > 1
 
 
-class WorldSizeError(ValueError):
+class WorldSizeError(ParamsError):
     """A setting that cannot be split over the processes of this run, or a resume state from another world size."""
 
 

@@ -1,0 +1,170 @@
+"""Training under torchrun with 2 processes on the CPU (gloo): equivalence, one writer, per-rank buffer
+shards, kill and resume, and the runners' launch command."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, tiny_params_dict, write_params
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "EBM_NO_PROGRESS": "1"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+
+def _args(objective, out, cwd, extra=()):
+    return ["--params", str(cwd / "params.yaml"), "--objective", objective, "--dataset", "shapes",
+            "--data", str(cwd / "ds"), "--out", str(cwd / out), "--log-every", "1", "--no-progress", *extra]
+
+
+def _torchrun(objective, out, cwd, extra=()):
+    return [*TORCHRUN, "-m", "pipeline.train", *_args(objective, out, cwd, extra)]
+
+
+def _in_process(objective, out, cwd, extra=()) -> int:
+    """A plain one-process run, inside pytest (no second interpreter to start)."""
+    from pipeline.common import run
+    from pipeline.train import main
+
+    return run(main, _args(objective, out, cwd, extra))
+
+
+def _run(cmd, cwd):
+    return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A tiny params file (SGD: Adam's first step is ~sign(g), too sensitive for a float comparison) and
+    the shapes dataset."""
+    from pipeline.common import run
+    from pipeline.data import main
+
+    work = tmp_path_factory.mktemp("ddp")
+    p = tiny_params_dict()
+    p["objectives"] = ["softmax", "jem"]
+    p["train"]["common"].update(steps=10, optimizer="sgd", lr=0.05)
+    write_params(work / "params.yaml", p)
+    assert run(main, ["--params", str(work / "params.yaml"), "--dataset", "shapes", "--out", str(work / "ds")]) == 0
+    return work
+
+
+def test_one_ddp_step_of_two_processes_equals_one_process_with_the_global_batch(work):
+    p = tiny_params_dict()
+    p["train"]["common"].update(steps=1, optimizer="sgd", lr=0.05, augment=False, data_noise=0.0)
+    sub = work / "softmax1"
+    sub.mkdir()
+    write_params(sub / "params.yaml", p)
+    (sub / "ds").symlink_to(work / "ds")
+    assert _in_process("softmax", "one", sub) == 0
+    r = _run(_torchrun("softmax", "two", sub), sub)
+    assert r.returncode == 0, r.stderr
+    a, b = _weights(sub / "one" / "model.pt"), _weights(sub / "two" / "model.pt")
+    init = _weights_at_init(p, len(torch.load(sub / "one" / "model.pt", weights_only=True)["classes"]))
+    assert any(not torch.equal(a[k], init[k]) for k in a), "the step changed nothing"
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+    import json
+    prov = [json.loads((sub / d / "summary.json").read_text())["provenance"] for d in ("one", "two")]
+    assert [x["world_size"] for x in prov] == [1, 2]
+
+
+def _weights_at_init(p, n_classes):
+    from ebm.config import parse_params
+    from ebm.models import build_model
+
+    torch.manual_seed(p["train"]["common"]["seed"])
+    return build_model(parse_params(p).model, n_classes).state_dict()
+
+
+@pytest.fixture(scope="module")
+def jem_ref(work):
+    """An uninterrupted 2-process jem run, with resume state and TensorBoard."""
+    r = _run(_torchrun("jem", "ref", work, ("--resume-dir", str(work / "ref_resume"), "--logdir", str(work / "tb"),
+                                            "--checkpoint-every", "2")), work)
+    assert r.returncode == 0, r.stderr
+    return work
+
+
+def test_jem_on_two_processes_finishes_and_only_rank_0_writes(jem_ref):
+    work = jem_ref
+    assert sorted(p.name for p in (work / "ref").iterdir()) == ["history.csv", "model.pt", "summary.json"]
+    assert sorted(p.name for p in (work / "ref_resume").iterdir()) == ["README.txt"]  # every rank cleaned up
+    assert len(list((work / "tb").rglob("events.out.tfevents*"))) == 1
+    rows = (work / "ref" / "history.csv").read_text().splitlines()
+    assert len(rows) == 1 + 10
+
+
+def test_kill_a_rank_then_rerun_resumes_and_equals_the_uninterrupted_run(jem_ref, capsys):
+    work = jem_ref
+    res = work / "res"
+    resume = ("--resume-dir", str(res), "--checkpoint-every", "2")
+    proc = subprocess.Popen(_torchrun("jem", "out", work, resume), cwd=work, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list(res.glob("state.rank1-of2.step*.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    rank1 = _worker_pid(proc.pid, rank=1)
+    os.kill(rank1, signal.SIGKILL)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode != 0
+    assert "Signal 9 (SIGKILL)" in err, err[-2000:]  # torchrun names the killed rank and the signal
+    assert not (work / "out" / "model.pt").exists()
+
+    # the two ranks' replay-buffer shards differ (chains seeded from (seed, rank)), half the size each
+    step = max(int(p.name.rsplit("step", 1)[1][:-3]) for p in res.glob("state.rank1-of2.step*.pt"))
+    shards = [torch.load(res / f"state.rank{r}-of2.step{step}.pt", weights_only=True)["trainer"]["objective"]
+              ["buffer"]["buffer"] for r in (0, 1)]
+    assert shards[0].shape[0] == shards[1].shape[0] == tiny_params_dict()["train"]["jem"]["buffer_size"] // 2
+    assert not torch.equal(shards[0], shards[1])
+
+    # another world size is refused, with how to resume
+    assert _in_process("jem", "out", work, resume) == 2
+    assert "--nproc-per-node 2" in capsys.readouterr().err
+
+    r = _run(_torchrun("jem", "out", work, resume), work)
+    assert r.returncode == 0, r.stderr
+    assert "resume: continuing from step" in r.stdout
+    a, b = _weights(work / "ref" / "model.pt"), _weights(work / "out" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda t: [line.rsplit(",", 1)[0] for line in t.splitlines()]  # drop the seconds column  # noqa: E731
+    assert strip((work / "ref" / "history.csv").read_text()) == strip((work / "out" / "history.csv").read_text())
+
+
+def _worker_pid(torchrun_pid: int, rank: int) -> int:
+    """The pid of torchrun's worker with RANK=rank (a child process whose environment says so)."""
+    for _ in range(200):
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                env = (d / "environ").read_bytes().split(b"\0")
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == torchrun_pid and f"RANK={rank}".encode() in env:
+                return int(d.name)
+        time.sleep(0.05)
+    raise AssertionError(f"no worker with RANK={rank} under pid {torchrun_pid}")
+
+
+def test_snakemake_launches_a_gpu_2_train_job_under_torchrun(tmp_path):
+    work = tmp_path / "wf"
+    work.mkdir()
+    for f in ("Snakefile", "pipeline", "ebm"):
+        (shutil.copytree if (REPO / f).is_dir() else shutil.copy)(REPO / f, work / f)
+    write_params(work / "params.yaml", tiny_params_dict())
+    snakemake = Path(sys.executable).parent / "snakemake"
+    cmd = [str(snakemake), "-n", "--forceall", "--printshellcmds", "--cores", "1", "train_all"]
+    r = subprocess.run([*cmd, "--set-resources", "train:gpu=2"], cwd=work, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "torchrun --standalone --nproc-per-node 2 -m pipeline.train --objective jem" in r.stdout
+    # gpu=1 (the default) runs `python -m pipeline.train`: tests/test_stages.py checks it
