@@ -28,6 +28,14 @@ from ebm.provenance import device_name, pick_device  # noqa: E402
 from ebm.train import Trainer, train_step  # noqa: E402
 
 
+def random_dataset(n: int = 1024) -> DatasetArrays:
+    """n random 32×32 images in 10 classes (speed does not depend on content), no test or OOD sets."""
+    rng = np.random.default_rng(0)
+    return DatasetArrays("random", [str(i) for i in range(10)], rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                         rng.integers(0, 10, n).astype(np.int64), np.zeros((0, 32, 32, 3), np.uint8),
+                         np.zeros(0, np.int64), {})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--params", default="params.yaml")
@@ -51,11 +59,7 @@ def main() -> None:
     for o in ("jempp", "sada_jem"):
         raw["train"][o].update(sample_batch_size=args.batch_size)
     params = parse_params(raw)
-    rng = np.random.default_rng(0)
-    n = 1024
-    data = DatasetArrays("random", [str(i) for i in range(10)], rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                         rng.integers(0, 10, n).astype(np.int64), np.zeros((0, 32, 32, 3), np.uint8),
-                         np.zeros(0, np.int64), {})
+    data = random_dataset()
     print(f"device: {device_name(device)}; torch {torch.__version__}; python {platform.python_version()}; "
           f"WRN-{args.depth}-{args.width}, batch {args.batch_size}, K={args.sgld_steps} (jem, hdge_jem); "
           f"median of {args.iters} iterations after {args.warmup} warm-up\n")

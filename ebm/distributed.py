@@ -19,6 +19,7 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -82,6 +83,15 @@ def close_world() -> None:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def joined(device: torch.device) -> Iterator[tuple[World, torch.device]]:
+    """:func:`init_world` for the duration of a block; leaves the process group on the way out."""
+    try:
+        yield init_world(device)
+    finally:
+        close_world()
+
+
 def rank_seed(seed: int, rank: int) -> int:
     """The seed of rank ``rank``'s random streams: ``seed`` itself on rank 0 (one process runs as before),
     a hash of (seed, rank) elsewhere, so no rank of one seed shares a stream with a rank of another."""
@@ -118,7 +128,7 @@ def shard(idx: torch.Tensor, world: World) -> torch.Tensor:
     return idx[world.rank * n:(world.rank + 1) * n]
 
 
-def wrap(model: nn.Module, world: World, device: torch.device, log=print) -> nn.Module:
+def wrap(model: nn.Module, world: World, device: torch.device, log=print, **ddp_kwargs) -> nn.Module:
     """DDP around ``model`` when there are several processes (batch norm → SyncBatchNorm on GPUs). DDP
     broadcasts rank 0's weights and buffers at construction, but not the buffers at every forward
     (``forward_sync_buffers=False``): with SyncBatchNorm the running statistics agree already, and the
@@ -131,7 +141,7 @@ def wrap(model: nn.Module, world: World, device: torch.device, log=print) -> nn.
     elif has_bn and world.main:  # PyTorch's SyncBatchNorm runs on GPUs only
         log("note: SyncBatchNorm needs GPUs; on the CPU each rank normalises with its own batch statistics")
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+    return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False, **ddp_kwargs)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -152,6 +162,16 @@ def gather_cat(x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts)
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All ranks' ``x`` concatenated in rank order, differentiable (``torch.distributed.nn.all_gather``:
+    its backward sums every rank's gradient for this rank's part), for losses over the global batch."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x))
 
 
 def reduce_step(flag: bool, values: dict[str, float]) -> tuple[bool, dict[str, float]]:

@@ -1,11 +1,16 @@
 """Stage `pretrain`: hybrid generative-contrastive pretraining, one model per loss weight; writes
-models/w<weight>.pt, history.csv and metrics.json (linear probe, bits/dim, OOD AUROC, corruption accuracy)."""
+models/w<weight>.pt, history.csv and metrics.json (linear probe, bits/dim, OOD AUROC, corruption accuracy).
+
+Runs under ``torchrun --nproc-per-node N`` as well (DDP; ``EBM_NPROC=N`` relaunches it so): every rank
+trains, rank 0 alone evaluates and writes."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
 from ebm.data import load_dataset
+from ebm.distributed import joined, relaunch_under_torchrun
 from ebm.history import TensorBoardLogger, write_history
 from ebm.io import atomic_dir, atomic_write_json, remove_outputs
 from ebm.pretrain.evaluate import corruption_set, evaluate_pretrained
@@ -21,23 +26,31 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--logdir", default=None, help="TensorBoard folder (one sub-folder per weight)")
     args = p.parse_args(argv)
+    relaunch_under_torchrun("pipeline.pretrain", sys.argv[1:] if argv is None else argv)
     sp = stage_params(args.params, "pretrain")
-    cfg = sp.params.pretrain
-    device = pick_device(args.device)
     data = load_dataset(args.data)
+    with joined(pick_device(args.device)) as (world, device):
+        _pretrain_all(args, sp, data, world, device)
+
+
+def _pretrain_all(args, sp, data, world, device) -> None:
+    cfg = sp.params.pretrain
     out = Path(args.out)
-    remove_outputs(out / "metrics.json")  # a failed run must not leave the old metrics looking current
-    prov = provenance(params_hash=sp.hash, seed=cfg.seed, device=device, sections=sp.sections)
+    if world.main:
+        remove_outputs(out / "metrics.json")  # a failed run must not leave the old metrics looking current
+    prov = provenance(params_hash=sp.hash, seed=cfg.seed, device=device, sections=sp.sections, world_size=world.size)
     runs, history = {}, []
     corrupted = corruption_set(data.x_test, cfg)
-    with atomic_dir(out / "models") as models:
+    with atomic_dir(out / "models") if world.main else contextlib.nullcontext() as models:
         for w in cfg.contrastive_weights:
-            tb = TensorBoardLogger(f"{args.logdir}/w{w:g}" if args.logdir else None)
+            tb = TensorBoardLogger(f"{args.logdir}/w{w:g}" if args.logdir and world.main else None)
             try:
-                model, rows, seconds = pretrain_one(data.x_train, cfg, w, device, progress=not args.no_progress,
-                                                    log=tb)
+                model, rows, seconds = pretrain_one(data.x_train, cfg, w, device, log=tb, world=world,
+                                                    progress=not args.no_progress and world.main)
             finally:
                 tb.close()
+            if not world.main:
+                continue
             history += rows
             save_pretrained(models / f"w{w:g}.pt", model, cfg, w, {"dataset": args.dataset, **prov})
             m = evaluate_pretrained(model, data, cfg, device, corrupted)
@@ -45,8 +58,9 @@ def main(argv: list[str] | None = None) -> None:
             ood = ", ".join(f"{k} {v['bpd']:.3f}/{v['knn']:.3f}" for k, v in m["ood_auroc"].items())
             print(f"w={w:g}: linear probe {m['linear_probe_accuracy']:.4f}  test {m['test_bpd']:.3f} bits/dim  "
                   f"corrupted {m['corruption_accuracy']['mean']}  AUROC bpd/knn {ood}  ({seconds:.0f}s)")
-    write_history(out / "history.csv", history)
-    atomic_write_json(out / "metrics.json", {"dataset": args.dataset, "runs": runs, "provenance": prov})
+    if world.main:
+        write_history(out / "history.csv", history)
+        atomic_write_json(out / "metrics.json", {"dataset": args.dataset, "runs": runs, "provenance": prov})
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
              "--out data/pretrain/{dataset} --logdir logs/pretrain/{dataset}"),
         matrix=("dataset",),
         deps=[PARAMS_OK, "data/datasets/{dataset}", "pipeline/pretrain.py", *_CORE, "ebm/data", "ebm/pretrain",
-              "ebm/eval/ood.py", "ebm/augment.py", "ebm/history.py", "ebm/checkpoint.py"],
+              "ebm/eval/ood.py", "ebm/augment.py", "ebm/history.py", "ebm/checkpoint.py", "ebm/distributed.py"],
         outs=["data/pretrain/{dataset}/models"],
         metrics=["data/pretrain/{dataset}/metrics.json"],
         plots={"data/pretrain/{dataset}/history.csv": {"x": "step", "y": "loss"}},

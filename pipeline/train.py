@@ -14,7 +14,7 @@ from ebm import env
 from ebm.checkpoint import save_checkpoint
 from ebm.config import to_dict
 from ebm.data import load_dataset
-from ebm.distributed import close_world, init_world, relaunch_under_torchrun
+from ebm.distributed import joined, relaunch_under_torchrun
 from ebm.history import TensorBoardLogger, write_history
 from ebm.io import atomic_write_json, sha256_file
 from ebm.provenance import pick_device, provenance
@@ -53,11 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     inputs = {"dataset_manifest_sha256": sha256_file(Path(args.data) / "manifest.json"),
               "code_sha256": code_digest("train")}
     stamp = hashlib.sha256(json.dumps({"params_hash": sp.hash, **inputs}, sort_keys=True).encode()).hexdigest()
-    world, device = init_world(pick_device(args.device))
-    try:
+    with joined(pick_device(args.device)) as (world, device):
         _train_and_write(args, sp, data, world, device, stamp, inputs)
-    finally:
-        close_world()
 
 
 def _train_and_write(args, sp, data, world, device, stamp: str, inputs: dict) -> None:

@@ -1,0 +1,96 @@
+"""Training steps per second and images per second for 1, 2, … DDP processes (torchrun), one objective.
+
+    python bench/ddp_scaling.py --nprocs 1 2 --objective jem --iters 10
+
+Each row is one ``torchrun --standalone --nproc-per-node N`` launch of this file; the global batch stays
+``--batch-size`` (each rank takes batch / N), as in the train stage. Random 32×32 data, the repository's
+params.yaml for everything not overridden, wall time of ``--iters`` steps after ``--warmup`` measured on
+rank 0 between two barriers. On the CPU (gloo) all processes share the machine's cores, so the figures show
+the cost of the machinery, not the speed-up N GPUs would give. Prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ebm.config import load_raw, parse_params  # noqa: E402
+from ebm.distributed import barrier, close_world, init_world  # noqa: E402
+from ebm.provenance import device_name, pick_device  # noqa: E402
+from ebm.train import Trainer, train_step  # noqa: E402
+from train_speed import random_dataset  # noqa: E402  (bench/ is this script's folder)
+
+
+def worker(args) -> None:
+    """One rank: time ``iters`` training steps; rank 0 prints one JSON line."""
+    world, device = init_world(pick_device(args.device))
+    raw = copy.deepcopy(load_raw(args.params))
+    raw["model"].update(depth=args.depth, width=args.width)
+    raw["train"]["common"].update(batch_size=args.batch_size)
+    if "sgld_steps" in raw["train"][args.objective]:
+        raw["train"][args.objective].update(sgld_steps=args.sgld_steps, sample_batch_size=args.batch_size,
+                                            buffer_size=max(args.batch_size, 1024))
+    tr = Trainer(parse_params(raw), args.objective, random_dataset(), device, world=world)
+    for i in range(args.warmup + args.iters):
+        if i == args.warmup:
+            barrier()
+            t0 = time.perf_counter()
+        train_step(tr.net, tr.objective, tr.opt, tr.next_batch())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    barrier()
+    seconds = time.perf_counter() - t0
+    if world.main:
+        print("RESULT " + json.dumps({"nprocs": world.size, "seconds": seconds, "device": device_name(device)}))
+    close_world()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--objective", default="jem")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--depth", type=int, default=10)
+    p.add_argument("--width", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=64, help="global batch (split over the processes)")
+    p.add_argument("--sgld-steps", type=int, default=5)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    rows = []
+    for n in args.nprocs:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
+               __file__, "--worker", *sys.argv[1:]]
+        r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS":
+                                                                    os.environ.get("OMP_NUM_THREADS", "1")})
+        line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if r.returncode != 0 or line is None:
+            sys.exit(f"error: {n} process(es) failed:\n{r.stderr[-2000:]}")
+        rows.append(json.loads(line[len("RESULT "):]))
+    print(f"device: {rows[0]['device']}; torch {torch.__version__}; python {platform.python_version()}; "
+          f"{args.objective}, WRN-{args.depth}-{args.width}, global batch {args.batch_size}, "
+          f"{args.iters} steps after {args.warmup} warm-up; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')}")
+    print(f"| processes | steps/s | images/s | vs {rows[0]['nprocs']} |\n|---|---|---|---|")
+    base = None
+    for r in rows:
+        sps = args.iters / r["seconds"]
+        base = base or sps
+        print(f"| {r['nprocs']} | {sps:.2f} | {sps * args.batch_size:.0f} | {sps / base:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
