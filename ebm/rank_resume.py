@@ -84,9 +84,9 @@ class RankResumeStore:
         step = int(trainer_state["step"])
         atomic_torch_save(self._file(step), {"params_hash": self.hash, "world_size": self.world.size,
                                              "rank": self.world.rank, "trainer": trainer_state})
-        barrier()  # every rank holds step S now: the older files may go
+        barrier()  # every rank holds step S now: the others (older, or left by an earlier run) may go
         for s, p in self._mine().items():
-            if s < step:
+            if s != step:
                 p.unlink(missing_ok=True)
 
     def finish(self) -> None:

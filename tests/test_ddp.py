@@ -110,7 +110,8 @@ def test_kill_a_rank_then_rerun_resumes_and_equals_the_uninterrupted_run(jem_ref
     resume = ("--resume-dir", str(res), "--checkpoint-every", "2")
     proc = subprocess.Popen(_torchrun("jem", "out", work, resume), cwd=work, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while not list(res.glob("state.rank1-of2.step*.pt")) and time.time() < deadline and proc.poll() is None:
+    saved = lambda: all(list(res.glob(f"state.rank{r}-of2.step*.pt")) for r in (0, 1))  # noqa: E731
+    while not saved() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     rank1 = _worker_pid(proc.pid, rank=1)
     os.kill(rank1, signal.SIGKILL)
@@ -120,7 +121,8 @@ def test_kill_a_rank_then_rerun_resumes_and_equals_the_uninterrupted_run(jem_ref
     assert not (work / "out" / "model.pt").exists()
 
     # the two ranks' replay-buffer shards differ (chains seeded from (seed, rank)), half the size each
-    step = max(int(p.name.rsplit("step", 1)[1][:-3]) for p in res.glob("state.rank1-of2.step*.pt"))
+    step = min(max(int(p.name.rsplit("step", 1)[1][:-3]) for p in res.glob(f"state.rank{r}-of2.step*.pt"))
+               for r in (0, 1))  # the newest step both ranks have written
     shards = [torch.load(res / f"state.rank{r}-of2.step{step}.pt", weights_only=True)["trainer"]["objective"]
               ["buffer"]["buffer"] for r in (0, 1)]
     assert shards[0].shape[0] == shards[1].shape[0] == tiny_params_dict()["train"]["jem"]["buffer_size"] // 2
@@ -168,3 +170,16 @@ def test_snakemake_launches_a_gpu_2_train_job_under_torchrun(tmp_path):
     assert r.returncode == 0, r.stderr + r.stdout
     assert "torchrun --standalone --nproc-per-node 2 -m pipeline.train --objective jem" in r.stdout
     # gpu=1 (the default) runs `python -m pipeline.train`: tests/test_stages.py checks it
+
+
+@pytest.mark.slow
+def test_pretraining_on_two_processes_writes_what_one_process_writes(work):
+    import json
+
+    r = _run([*TORCHRUN, "-m", "pipeline.pretrain", "--params", "params.yaml", "--dataset", "shapes", "--data", "ds",
+              "--out", "pre2", "--no-progress"], work)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (work / "pre2").iterdir()) == ["history.csv", "metrics.json", "models"]
+    weights = tiny_params_dict()["pretrain"]["contrastive_weights"]
+    assert sorted(p.name for p in (work / "pre2" / "models").iterdir()) == sorted(f"w{w:g}.pt" for w in weights)
+    assert json.loads((work / "pre2" / "metrics.json").read_text())["provenance"]["world_size"] == 2
