@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ebm import env
 from ebm.config import ParamsError
 
 
@@ -68,12 +69,10 @@ def init_world(device: torch.device) -> tuple[World, torch.device]:
 def relaunch_under_torchrun(module: str, argv: list[str]) -> None:
     """With ``EBM_NPROC=N`` > 1, outside torchrun: replace this process by
     ``torchrun --standalone --nproc-per-node N -m <module> <argv>`` (for `dvc repro`, which has no resources)."""
-    raw = os.environ.get("EBM_NPROC", "") or "1"
-    if not raw.isdigit() or int(raw) < 1:
-        raise WorldSizeError(f"EBM_NPROC={raw!r}: expected a number of processes >= 1")
-    if int(raw) == 1 or "RANK" in os.environ:
+    n = env.int_var("EBM_NPROC", 1)
+    if n == 1 or "RANK" in os.environ:
         return
-    cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", raw, "-m", module, *argv]
+    cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n), "-m", module, *argv]
     print("launching: torchrun " + shlex.join(cmd[2:]), flush=True)
     os.execv(sys.executable, [sys.executable, *cmd])
 
