@@ -60,7 +60,8 @@ def work(tmp_path_factory):
 
 def test_one_ddp_step_of_two_processes_equals_one_process_with_the_global_batch(work):
     p = tiny_params_dict()
-    p["train"]["common"].update(steps=1, optimizer="sgd", lr=0.05, augment=False, data_noise=0.0)
+    p["train"]["common"].update(steps=1, optimizer="sgd", lr=0.05, data_noise=0.0)
+    p["train"]["augment"]["shapes"] = {"crop": False, "flip": False}
     sub = work / "softmax1"
     sub.mkdir()
     write_params(sub / "params.yaml", p)
