@@ -34,7 +34,7 @@ def ran(out: str) -> set[str]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     work = tmp_path_factory.mktemp("pipeline")
-    for f in ("Snakefile", "dvc.yaml", ".dvcignore", ".gitignore", "pipeline", "ebm", ".dvc"):
+    for f in ("Snakefile", "dvc.yaml", ".dvcignore", ".gitignore", "pipeline", "ebm", "envs", ".dvc"):
         src = REPO / f
         if src.is_dir():
             shutil.copytree(src, work / f, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))

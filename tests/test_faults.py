@@ -243,7 +243,9 @@ def test_markdown_report_is_escaped(tmp_path):
 
 def test_resume_state_is_ignored_by_git():
     r = subprocess.run(["git", "check-ignore", "-q", "data/resume/jem/shapes/state.pt"], cwd=REPO)
-    assert r.returncode == 0, "data/resume/ must be in .gitignore"
+    assert r.returncode == 0, "data/resume/ state files must be in .gitignore"
+    rank = subprocess.run(["git", "check-ignore", "-q", "data/resume/jem/shapes/state.rank1-of2.step5.pt"], cwd=REPO)
+    assert rank.returncode == 0, "per-rank resume states must be in .gitignore"
 
 
 def test_make_clean_removes_every_stage_output():
@@ -360,7 +362,7 @@ def test_dvc_stages_refuse_while_snakemake_runs(tmp_path):
 
 def test_snakemake_refuses_while_dvc_runs(tmp_path):
     import zc.lockfile
-    work = _scratch(tmp_path, "Snakefile", "pipeline", "ebm")
+    work = _scratch(tmp_path, "Snakefile", "pipeline", "ebm", "envs")
     (work / ".dvc/tmp").mkdir(parents=True)
     lock = zc.lockfile.LockFile(str(work / ".dvc/tmp/lock"))  # what `dvc repro` holds between stages
     try:
@@ -505,7 +507,7 @@ def test_snakemake_after_dvc_sees_a_params_edit_and_dvc_commit_records_the_right
     """DVC run, params edit, `snakemake all`, `dvc commit -f`: the recorded models are the edited params'."""
     import torch
     import yaml
-    work = _scratch(tmp_path, "Snakefile", "dvc.yaml", ".dvcignore", "pipeline", "ebm", ".dvc")
+    work = _scratch(tmp_path, "Snakefile", "dvc.yaml", ".dvcignore", "pipeline", "ebm", "envs", ".dvc")
     bin_ = Path(sys.executable).parent
     env = {**BARE, "HOME": str(work), "PATH": f"{bin_}:{BARE['PATH']}"}
 
