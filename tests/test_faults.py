@@ -266,12 +266,18 @@ def _killed_after_first_resume_state(monkeypatch) -> None:
     monkeypatch.setattr(train, "ResumeStore", Killed)
 
 
-def test_resume_state_is_not_used_on_other_data(workdir, monkeypatch, capsys):
+def _interrupted_softmax_run(workdir, monkeypatch) -> list[str]:
+    """Make the data, then a softmax train run stopped right after its first resume state; its args."""
     _data(workdir)
     args = _train_args("--resume-dir", "data/resume/softmax/shapes", "--checkpoint-every", "2")
     with monkeypatch.context() as m:
         _killed_after_first_resume_state(m)
         assert run(train.main, args) == 130
+    return args
+
+
+def test_resume_state_is_not_used_on_other_data(workdir, monkeypatch, capsys):
+    args = _interrupted_softmax_run(workdir, monkeypatch)
     assert (workdir / "data/resume/softmax/shapes/state.pt").is_file()
     p = tiny_params_dict()
     p["objectives"], p["datasets"] = ["softmax"], ["shapes"]
@@ -290,11 +296,7 @@ def test_resume_state_is_not_used_on_other_data(workdir, monkeypatch, capsys):
 
 
 def test_resume_state_is_used_on_the_same_inputs_and_not_after_a_code_change(workdir, monkeypatch, capsys):
-    _data(workdir)
-    args = _train_args("--resume-dir", "data/resume/softmax/shapes", "--checkpoint-every", "2")
-    with monkeypatch.context() as m:
-        _killed_after_first_resume_state(m)
-        assert run(train.main, args) == 130
+    args = _interrupted_softmax_run(workdir, monkeypatch)
     with monkeypatch.context() as m:  # other code: the digest differs
         m.setattr(train, "code_digest", lambda stage: "0" * 64)
         _killed_after_first_resume_state(m)
