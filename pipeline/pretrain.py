@@ -53,7 +53,7 @@ def _pretrain_all(args, sp, data, world, device) -> None:
                 continue
             history += rows
             save_pretrained(models / f"w{w:g}.pt", model, cfg, w, {"dataset": args.dataset, **prov})
-            m = evaluate_pretrained(model, data, cfg, device, corrupted)
+            m = evaluate_pretrained(model, data, cfg, device, corrupted, progress=not args.no_progress)
             runs[f"w{w:g}"] = {"contrastive_weight": w, **m, "train_seconds": round(seconds, 2), "steps": cfg.steps}
             ood = ", ".join(f"{k} {v['bpd']:.3f}/{v['knn']:.3f}" for k, v in m["ood_auroc"].items())
             print(f"w={w:g}: linear probe {m['linear_probe_accuracy']:.4f}  test {m['test_bpd']:.3f} bits/dim  "

@@ -531,3 +531,17 @@ def test_snakemake_after_dvc_sees_a_params_edit_and_dvc_commit_records_the_right
     lock = yaml.safe_load((work / "dvc.lock").read_text())
     train_lock = lock["stages"]["train@softmax-shapes"]
     assert train_lock["params"]["params.yaml"]["train.common"]["seed"] == 1
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_pretraining_decoding_shows_progress_unless_hidden(capsys, progress):
+    import numpy as np
+    import torch
+
+    from ebm.config import parse_params
+    from ebm.pretrain.evaluate import embed
+    from ebm.pretrain.train import build_model
+    model = build_model(parse_params(tiny_params_dict()).pretrain).eval()
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    embed(model, x, torch.device("cpu"), 2, progress=progress, desc="decode test")
+    assert ("decode test" in capsys.readouterr().err) is progress

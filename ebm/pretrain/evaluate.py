@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from ebm.augment import to_tensor
 from ebm.config import PretrainConfig
@@ -17,10 +18,10 @@ from ebm.pretrain.model import HybridTransformer
 
 @torch.no_grad()
 def embed(model: HybridTransformer, x: np.ndarray, device: torch.device, batch: int,
-          with_bpd: bool = True) -> tuple[torch.Tensor, np.ndarray | None]:
+          with_bpd: bool = True, progress: bool = False, desc: str = "embed") -> tuple[torch.Tensor, np.ndarray | None]:
     """Pooled encoder features (N, D) on the CPU and, if asked, bits/dim (N,) of uint8 images, in one pass."""
     feats, bpd = [], []
-    for i in range(0, len(x), batch):
+    for i in tqdm(range(0, len(x), batch), desc=desc, disable=not progress, leave=False):
         xb = to_tensor(x[i:i + batch]).to(device)
         h = model.encode(xb)  # (B, T+1, D)
         feats.append(h.mean(1).float().cpu())
@@ -65,24 +66,25 @@ def knn_score(train: torch.Tensor, query: torch.Tensor, k: int, chunk: int = 102
 
 
 def evaluate_pretrained(model: HybridTransformer, data: DatasetArrays, cfg: PretrainConfig,
-                        device: torch.device, corrupted: dict[tuple[str, int], np.ndarray] | None = None) -> dict:
+                        device: torch.device, corrupted: dict[tuple[str, int], np.ndarray] | None = None,
+                        progress: bool = False) -> dict:
     """Linear-probe accuracy, test bits/dim, AUROC of −bpd and of the k-NN score per OOD set, and probe
     accuracy per corruption and severity (``corrupted`` from :func:`corruption_set`, made here if None)."""
     model.eval()
     b = cfg.eval_batch_size
     corrupted = corruption_set(data.x_test, cfg) if corrupted is None else corrupted
-    f_train, _ = embed(model, data.x_train, device, b, with_bpd=False)
-    f_test, bpd_test = embed(model, data.x_test, device, b)
+    f_train, _ = embed(model, data.x_train, device, b, with_bpd=False, progress=progress, desc="embed train")
+    f_test, bpd_test = embed(model, data.x_test, device, b, progress=progress, desc="decode test")
     probe = LinearProbe(f_train, data.y_train, len(data.classes), steps=cfg.probe_steps, lr=cfg.probe_lr,
                         seed=cfg.seed)
     knn_test = knn_score(f_train, f_test, cfg.knn_k)
     ood = {}
     for name, x in data.ood.items():
-        f_ood, bpd_ood = embed(model, x, device, b)
+        f_ood, bpd_ood = embed(model, x, device, b, progress=progress, desc=f"decode {name}")
         ood[name] = {"bpd": auroc(-bpd_test, -bpd_ood), "knn": auroc(knn_test, knn_score(f_train, f_ood, cfg.knn_k))}
     by: dict[str, dict[str, float]] = {}
     for (name, s), xc in corrupted.items():
-        f_c, _ = embed(model, xc, device, b, with_bpd=False)
+        f_c, _ = embed(model, xc, device, b, with_bpd=False, progress=progress, desc=f"embed {name} {s}")
         by.setdefault(name, {})[str(s)] = probe.accuracy(f_c, data.y_test)
     accs = [a for d in by.values() for a in d.values()]
     return {"linear_probe_accuracy": probe.accuracy(f_test, data.y_test),
