@@ -309,8 +309,9 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
 
 
 class ResumeStore:
-    """A run's resume state in ``folder/state.pt``, stamped with the params hash of the sections the
-    train stage reads. A state with another hash is ignored (and said so): the run starts fresh."""
+    """A run's resume state in ``folder/state.pt``, stamped with ``stamp``: the train stage passes a hash
+    of its params sections, the dataset's manifest and its code. A state with another stamp is ignored
+    (and said so): the run starts fresh."""
 
     def __init__(self, folder: str | Path, params_hash: str, log: Callable[[str], None] = print):
         self.folder, self.hash, self.log = Path(folder), params_hash, log
@@ -328,8 +329,8 @@ class ResumeStore:
             self.log(f"resume: {self.path} is unusable (not a resume state of this project); starting fresh")
             return None
         if state.get("params_hash") != self.hash:
-            self.log(f"resume: {self.path} was written with params hash {str(state.get('params_hash'))[:12]}…, "
-                     f"this run has {self.hash[:12]}…; starting fresh")
+            self.log(f"resume: {self.path} was written for other params, data or code (stamp "
+                     f"{str(state.get('params_hash'))[:12]}…, this run {self.hash[:12]}…); starting fresh")
             return None
         return state["trainer"]  # train() says "continuing from step …" once it has loaded
 
