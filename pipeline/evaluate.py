@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     metrics, bins, scores = evaluate(model, data, cfg, device, progress=not args.no_progress)
     metrics["robustness"] = robustness(model, data, cfg, device, progress=not args.no_progress)
     if samples is not None:
-        metrics["sample_quality"] = sample_quality(samples, data, cfg, device)
+        metrics["sample_quality"] = sample_quality(samples, data, cfg, device, progress=not args.no_progress)
     out = Path(args.out)
     meta = ckpt["meta"]
     metrics.update({"objective": meta.get("objective"), "dataset": meta.get("dataset"),

@@ -486,6 +486,25 @@ def test_resume_state_of_the_wrong_structure_starts_fresh_said_once(tmp_path, st
 # progress bars ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("progress", [True, False])
+def test_fid_feature_extraction_shows_torch_fidelitys_bars_unless_hidden(monkeypatch, tmp_path, progress):
+    """IS/FID: torch-fidelity's own feature-extraction bars (its ``verbose``) follow the progress flag."""
+    import numpy as np
+    import torch_fidelity
+
+    from ebm.eval import fidelity
+    seen = {}
+
+    def fake_metrics(**kw):
+        seen.update(kw)
+        return {"inception_score_mean": 1.0, "inception_score_std": 0.0, "frechet_inception_distance": 0.0}
+    monkeypatch.setattr(torch_fidelity, "calculate_metrics", fake_metrics)
+    monkeypatch.setattr(fidelity, "resolve_inception_weights", lambda param: (str(tmp_path / "w.pth"), None))
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    q = fidelity.sample_quality(x, x, weights="", device="cpu", progress=progress)
+    assert q["reason"] is None and seen["verbose"] is progress
+
+
+@pytest.mark.parametrize("progress", [True, False])
 def test_pgd_and_pxgrad_loops_show_progress_unless_hidden(capsys, progress):
     import numpy as np
     import torch

@@ -167,12 +167,13 @@ def _check_images(x: np.ndarray, name: str) -> None:
 
 
 def sample_quality(fake: np.ndarray, real: np.ndarray, *, weights: str, device: torch.device | str,
-                   batch_size: int = 100) -> dict:
+                   batch_size: int = 100, progress: bool = False) -> dict:
     """Inception Score of ``fake`` (mean ± std over 10 splits, or N // 2 splits for N < 20 images: a
     one-image split has IS 1 by construction) and FID of ``fake`` against ``real``.
 
     ``fake``, ``real``: uint8 (N, 32, 32, 3). ``weights``: ``evaluate.inception_weights`` (see
-    :func:`resolve_inception_weights`). Returns ``{"is", "is_std", "fid", "n_fake", "n_real", "reason"}``;
+    :func:`resolve_inception_weights`). ``progress``: torch-fidelity's own bars over the feature
+    extraction of each image set (its ``verbose``). Returns ``{"is", "is_std", "fid", "n_fake", "n_real", "reason"}``;
     without weights, or when torch-fidelity fails, the three metrics are None and ``reason`` says why.
     """
     _check_images(fake, "fake")
@@ -187,7 +188,8 @@ def sample_quality(fake: np.ndarray, real: np.ndarray, *, weights: str, device: 
         out["reason"] = reason
         return out
     try:
-        m = _calculate(fake, real, path=path, device=torch.device(device), batch_size=batch_size)
+        m = _calculate(fake, real, path=path, device=torch.device(device), batch_size=batch_size,
+                       progress=progress)
     except Exception as e:  # noqa: BLE001 - a failed metric is reported, never replaced by a number
         out["reason"] = f"torch-fidelity failed: {type(e).__name__}: {e}"
         return out
@@ -202,7 +204,7 @@ def isc_splits(n: int) -> int:
 
 
 def _calculate(fake: np.ndarray, real: np.ndarray, *, path: str | None, device: torch.device,
-               batch_size: int) -> dict:
+               batch_size: int, progress: bool) -> dict:
     """torch-fidelity's ``calculate_metrics`` (isc on ``fake``; fid of ``fake`` vs ``real``), in memory,
     without its on-disk feature cache or DataLoader worker processes."""
     import contextlib
@@ -215,4 +217,4 @@ def _calculate(fake: np.ndarray, real: np.ndarray, *, path: str | None, device: 
         return torch_fidelity.calculate_metrics(
             input1=_UInt8Images(fake), input2=_UInt8Images(real), isc=True, fid=True, cuda=cuda,
             batch_size=batch_size, feature_extractor_weights_path=path, isc_splits=isc_splits(len(fake)),
-            cache=False, save_cpu_ram=True, verbose=False)
+            cache=False, save_cpu_ram=True, verbose=progress)
