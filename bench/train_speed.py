@@ -22,18 +22,32 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ebm.config import load_raw, parse_params  # noqa: E402
+from ebm.config import Params, load_raw, parse_params  # noqa: E402
 from ebm.data import DatasetArrays  # noqa: E402
 from ebm.provenance import device_name, pick_device  # noqa: E402
 from ebm.train import Trainer, train_step  # noqa: E402
 
 
-def random_dataset(n: int = 1024) -> DatasetArrays:
-    """n random 32×32 images in 10 classes (speed does not depend on content), no test or OOD sets."""
+def random_dataset(name: str, n: int = 1024) -> DatasetArrays:
+    """n random 32×32 images in 10 classes (speed does not depend on content), no test or OOD sets, under
+    the name of a dataset of the params (whose ``train.augment`` block then applies)."""
     rng = np.random.default_rng(0)
-    return DatasetArrays("random", [str(i) for i in range(10)], rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+    return DatasetArrays(name, [str(i) for i in range(10)], rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
                          rng.integers(0, 10, n).astype(np.int64), np.zeros((0, 32, 32, 3), np.uint8),
                          np.zeros(0, np.int64), {})
+
+
+def bench_params(path: str, *, depth: int, width: int, batch_size: int, sgld_steps: int) -> Params:
+    """``path``'s params with the benchmark's network, batch and K (jem, hdge_jem); as many chains as
+    labelled images for every sampling objective."""
+    raw = copy.deepcopy(load_raw(path))
+    raw["model"].update(depth=depth, width=width)
+    raw["train"]["common"].update(batch_size=batch_size)
+    for o in ("jem", "hdge_jem"):
+        raw["train"][o].update(sgld_steps=sgld_steps, sample_batch_size=batch_size)
+    for o in ("jempp", "sada_jem"):
+        raw["train"][o].update(sample_batch_size=batch_size)
+    return parse_params(raw)
 
 
 def main() -> None:
@@ -51,15 +65,9 @@ def main() -> None:
     p.add_argument("--channels-last", action="store_true")
     args = p.parse_args()
     device = pick_device(args.device)
-    raw = copy.deepcopy(load_raw(args.params))
-    raw["model"].update(depth=args.depth, width=args.width)
-    raw["train"]["common"].update(batch_size=args.batch_size)
-    for o in ("jem", "hdge_jem"):
-        raw["train"][o].update(sgld_steps=args.sgld_steps, sample_batch_size=args.batch_size)
-    for o in ("jempp", "sada_jem"):
-        raw["train"][o].update(sample_batch_size=args.batch_size)
-    params = parse_params(raw)
-    data = random_dataset()
+    params = bench_params(args.params, depth=args.depth, width=args.width, batch_size=args.batch_size,
+                          sgld_steps=args.sgld_steps)
+    data = random_dataset(params.datasets[0])
     print(f"device: {device_name(device)}; torch {torch.__version__}; python {platform.python_version()}; "
           f"WRN-{args.depth}-{args.width}, batch {args.batch_size}, K={args.sgld_steps} (jem, hdge_jem); "
           f"median of {args.iters} iterations after {args.warmup} warm-up\n")
