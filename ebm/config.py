@@ -222,15 +222,22 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    """Samples from each trained model: fresh SGLD chains from U(-1, 1), unconditional (on log p(x)) and
-    class-conditional (on f(x)[y]), plus the replay buffer of models trained with one."""
+    """Samples from each trained model, drawn with the model's own sampler and initialisation (JEM: SGLD
+    from U(-1, 1); JEM++/SADA-JEM: clipped, projected steps from the class Gaussians; softmax and hdge,
+    which train none: JEM's SGLD with ``sgld_lr``/``sgld_std``), plus the replay buffer of models trained
+    with one. ``mode``: ``fresh`` runs each of ``n_samples`` chains ``sgld_steps`` steps from the init;
+    ``persistent`` is JEM's evaluation recipe: a buffer of ``n_samples`` chains, ``calls`` calls that each
+    advance ``batch_size`` chains drawn from it by ``sgld_steps`` steps, re-initialising ``reinit_freq``."""
     seed: int
-    n_samples: int  # fresh unconditional chains (and buffer images kept); the IS/FID sample size
+    mode: Literal["fresh", "persistent"]
+    n_samples: int  # fresh chains, or the persistent buffer's size; the IS/FID sample size (papers: 10,000)
     n_per_class: int  # fresh class-conditional chains per class
-    sgld_steps: int
-    sgld_lr: float
-    sgld_std: float
-    batch_size: int
+    calls: int  # persistent mode: sampler calls on the buffer (JEM README: >= 1,000)
+    reinit_freq: float  # persistent mode: chance a drawn chain restarts from the init (JEM: 0.05)
+    sgld_steps: int  # steps per chain (fresh) or per call (persistent) (JEM README: 40)
+    sgld_lr: float  # step size of objectives without a sampler of their own (softmax, hdge)
+    sgld_std: float  # noise of those
+    batch_size: int  # chains advanced at once
 
 
 @dataclass(frozen=True)
@@ -246,7 +253,8 @@ class EvaluateConfig:
     pgd_linf_step: float  # L-inf step, same units (SADA-JEM: 2)
     pgd_l2_eps: list[float]  # L2 budgets in 1/255 of the [0, 1] range (HybViT: 50..400)
     pgd_l2_step_frac: float  # L2 step as a fraction of eps (2.5 · eps / steps is Madry's rule)
-    fid_real_images: int  # real images for FID statistics (0 = all training images)
+    fid_reference: Literal["train", "test"]  # real images FID compares with (JEM++/SADA-JEM: train + test)
+    fid_real_images: int  # real images for FID statistics (0 = all of the reference split)
     inception_weights: str  # "" = torch-fidelity's download; else a local weights file (env EBM_INCEPTION_WEIGHTS wins)
 
 
@@ -389,6 +397,10 @@ def _check_semantics(p: Params) -> None:
     g = p.generate
     need(g.n_samples > 0 and g.batch_size > 0, "generate.n_samples", "n_samples and batch_size must be > 0")
     need(g.n_per_class >= 0, "generate.n_per_class", "must be >= 0")
+    need(g.sgld_steps > 0, "generate.sgld_steps", "must be > 0")
+    need(g.calls >= 0, "generate.calls", "must be >= 0")
+    need(0.0 <= g.reinit_freq <= 1.0, "generate.reinit_freq", "must be in [0, 1]")
+    need(g.mode == "fresh" or g.calls > 0, "generate.calls", "persistent mode needs calls > 0")
     e = p.evaluate
     need(e.ece_bins >= 1, "evaluate.ece_bins", "must be >= 1")
     need(e.batch_size > 0, "evaluate.batch_size", "must be > 0")

@@ -1,14 +1,20 @@
-"""Sample generation from a trained model, as the papers show samples:
+"""Sample generation from a trained model, as the papers show samples, with the model's own sampler
+(:class:`~ebm.sampling.ChainSampler`: JEM's SGLD from U(-1, 1); JEM++/SADA-JEM's clipped, projected steps
+from the class Gaussians; softmax and hdge, which train none, JEM's SGLD with the ``generate`` step size):
 
-- ``fresh``: unconditional chains from U(-1, 1), SGLD on log p~(x) = LSE_y f(x)[y] (JEM's uncond_samples);
-- ``cond``: class-conditional chains from U(-1, 1), SGLD on f(x)[y] (log p~(x, y)), ``n_per_class`` per class;
+- ``fresh``: unconditional samples on log p~(x) = LSE_y f(x)[y], either ``n_samples`` chains of
+  ``sgld_steps`` steps from the init, or (``mode: persistent``) JEM's uncond_samples recipe: a buffer of
+  ``n_samples`` chains, ``calls`` calls each advancing ``batch_size`` chains drawn from it by
+  ``sgld_steps`` steps, with re-initialisation at ``reinit_freq``;
+- ``cond``: class-conditional chains on f(x)[y] (log p~(x, y)), ``n_per_class`` per class;
 - ``buffer``: the persistent replay buffer the model was trained with (JEM family only), the images that
   JEM++ and SADA-JEM score for IS/FID; its grid tiles the most confident images per predicted class
   (JEM's cond_samples).
-
-All chains use the ``generate`` params, the same for every objective, so samples are comparable.
 """
 from __future__ import annotations
+
+from types import SimpleNamespace
+import typing
 
 import numpy as np
 import torch
@@ -16,24 +22,49 @@ from torch import nn
 from tqdm import tqdm
 
 from ebm.augment import to_uint8
-from ebm.config import GenerateConfig
-from ebm.sampling import model_mode, sgld, uniform_init
+from ebm.config import GenerateConfig, TrainConfig, from_dict
+from ebm.sampling import ChainSampler, ReplayBuffer, uniform_init
+
+SHAPE = (3, 32, 32)
 
 
-def _chains(model: nn.Module, n: int, cfg: GenerateConfig, device: torch.device, gen: torch.Generator,
-            y: torch.Tensor | None, desc: str, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` fresh chains in batches; returns uint8 images (n, 32, 32, 3) and the predicted classes."""
-    xs, preds = [], []
+def objective_sampler(objective: str, train_cfg: dict, cfg: GenerateConfig, device: torch.device, *,
+                      n_classes: int, data: tuple[torch.Tensor, torch.Tensor] | None = None) -> ChainSampler:
+    """The sampler ``objective`` trained with (its ``train.<objective>`` section, as saved in the
+    checkpoint); ``data`` (training images in [-1, 1], labels) fits JEM++'s informative init."""
+    from ebm.objectives import REGISTRY
+
+    obj = REGISTRY[objective](from_dict(typing.get_type_hints(TrainConfig)[objective], train_cfg),
+                              SimpleNamespace(seed=0), n_classes=n_classes, image_shape=SHAPE, data=data).to(device)
+    obj = getattr(obj, "jem", obj)  # hdge_jem samples with its JEM part
+    if hasattr(obj, "sampler"):
+        return obj.sampler(SHAPE)
+    return ChainSampler(lambda n, classes=None: uniform_init(n, SHAPE, device), lr=cfg.sgld_lr, std=cfg.sgld_std,
+                        name=f"JEM SGLD (lr {cfg.sgld_lr:g}, noise {cfg.sgld_std:g}, U(-1, 1) init): "
+                             f"{objective} trains no sampler")
+
+
+def _chains(model: nn.Module, n: int, cfg: GenerateConfig, sampler: ChainSampler, gen: torch.Generator,
+            y: torch.Tensor | None, desc: str, progress: bool) -> torch.Tensor:
+    """``n`` fresh chains in batches, (n, 3, 32, 32) in the model's input space."""
+    xs = []
     for start in tqdm(range(0, n, cfg.batch_size), desc=desc, disable=not progress):
         b = min(cfg.batch_size, n - start)
-        x0 = uniform_init(b, (3, 32, 32), device, generator=gen)  # (b, 3, 32, 32)
-        yb = None if y is None else y[start:start + b].to(device)
-        with model_mode(model, train=False):
-            x = sgld(model, x0, steps=cfg.sgld_steps, lr=cfg.sgld_lr, std=cfg.sgld_std, y=yb, generator=gen)
-            with torch.no_grad():
-                preds.append(model(x.clamp(-1, 1)).argmax(1).cpu().numpy())
-        xs.append(to_uint8(x))
-    return np.concatenate(xs), np.concatenate(preds)
+        yb = None if y is None else y[start:start + b].to(gen.device)
+        x0 = sampler.init(b) if yb is None else sampler.init(b, yb)  # (b, 3, 32, 32)
+        xs.append(sampler.run(model, x0, steps=cfg.sgld_steps, y=yb, generator=gen))
+    return torch.cat(xs)
+
+
+def persistent_chains(model: nn.Module, cfg: GenerateConfig, sampler: ChainSampler, gen: torch.Generator,
+                      progress: bool) -> torch.Tensor:
+    """JEM's evaluation buffer: ``n_samples`` chains, ``calls`` calls of ``sgld_steps`` steps on
+    ``batch_size`` chains drawn (with replacement) from it; returns the whole buffer."""
+    buf = ReplayBuffer(cfg.n_samples, SHAPE, reinit_freq=cfg.reinit_freq, init=sampler.init)
+    for _ in tqdm(range(cfg.calls), desc="persistent buffer", disable=not progress, mininterval=2):
+        idx, x0 = buf.sample(min(cfg.batch_size, cfg.n_samples))
+        buf.push(idx, sampler.run(model, x0, steps=cfg.sgld_steps, generator=gen))
+    return buf.buffer
 
 
 def find_buffer(state: dict) -> torch.Tensor | None:
@@ -49,6 +80,8 @@ def find_buffer(state: dict) -> torch.Tensor | None:
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted class and max softmax of images clamped to [-1, 1] (as saved), in eval mode."""
+    model.eval()
     preds, conf = [], []
     for i in range(0, len(x), batch):
         p = model(x[i:i + batch].to(device).clamp(-1, 1)).softmax(1)  # (b, C)
@@ -58,17 +91,24 @@ def _predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int
 
 
 def generate(model: nn.Module, cfg: GenerateConfig, device: torch.device, *, n_classes: int,
-             buffer: torch.Tensor | None = None, progress: bool = True) -> dict[str, np.ndarray]:
+             sampler: ChainSampler, buffer: torch.Tensor | None = None, progress: bool = True) -> dict[str, np.ndarray]:
     """Arrays for ``samples.npz``: fresh / fresh_pred, cond / cond_y / cond_pred, and, given a replay
     buffer, buffer / buffer_pred / buffer_conf (a seeded choice of ``n_samples`` buffer images)."""
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the inits
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)  # the Langevin noise
     model.eval()
     out: dict[str, np.ndarray] = {}
-    out["fresh"], out["fresh_pred"] = _chains(model, cfg.n_samples, cfg, device, gen, None, "fresh", progress)
+    if cfg.mode == "persistent":
+        x = persistent_chains(model, cfg, sampler, gen, progress)
+    else:
+        x = _chains(model, cfg.n_samples, cfg, sampler, gen, None, "fresh", progress)
+    out["fresh_pred"], _ = _predict(model, x, device, cfg.batch_size)
+    out["fresh"] = to_uint8(x)
     if cfg.n_per_class > 0:
         y = torch.arange(n_classes).repeat_interleave(cfg.n_per_class)  # (C·n,) class-major order
-        out["cond"], out["cond_pred"] = _chains(model, len(y), cfg, device, gen, y, "class-conditional", progress)
-        out["cond_y"] = y.numpy()
+        xc = _chains(model, len(y), cfg, sampler, gen, y, "class-conditional", progress)
+        out["cond_pred"], _ = _predict(model, xc, device, cfg.batch_size)
+        out["cond"], out["cond_y"] = to_uint8(xc), y.numpy()
     if buffer is not None:
         pick = torch.randperm(len(buffer), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.n_samples]
         xb = buffer[pick.sort().values].float()  # (n, 3, 32, 32)

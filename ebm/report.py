@@ -99,12 +99,13 @@ def _quality(run: Run, key: str, notes: list[str]) -> str:
     q = ((run.metrics or {}).get("sample_quality") or {}).get("fresh")
     if q is None:
         return "–"
+    n = f"n={q.get('n_fake')}" + (f" vs {q.get('n_real')} real" if key == "fid" else "")  # sample sizes
     if q.get(key) is None:
         note = f"{run.name}: IS/FID not computed: {q.get('reason')}"
         if note not in notes:
             notes.append(note)
         return _with_paper("not computed", run, key)
-    return _with_paper(f"{q[key]:.2f}", run, key)
+    return _with_paper(f"{q[key]:.2f} ({n})", run, key)
 
 
 def _columns(runs: list[Run]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -300,10 +301,12 @@ def _dataset_section(runs: list[Run], d: str, out: Path) -> Section:
     for r in sel:
         if _plot_ood(r, out / f"ood_{r.objective}_{d}.png"):
             sec.figures.append((f"ood_{r.objective}_{d}.png", f"OOD score histograms and ROC curves, {r.name}"))
+        captions = _json(path.parent / "captions.json") if (path := next(iter(r.grids.values()), None)) else None
         for g, path in r.grids.items():
             name = f"samples_{g}_{r.objective}_{d}.png"
             shutil.copyfile(path, out / name)
-            sec.figures.append((name, f"Samples of {r.name}: {GRIDS[g]}"))
+            how = f" ({(captions or {})[g]})" if g in (captions or {}) else ""  # the sampler that made them
+            sec.figures.append((name, f"Samples of {r.name}: {GRIDS[g]}{how}"))
     return sec
 
 
@@ -340,7 +343,8 @@ INTRO = ("Every number was measured by this pipeline (`data/*/…/metrics.json`)
          "a reference, not a target at this budget. ECE: equal-width confidence bins. AUROC: test set as "
          "positives, higher score = more in-distribution (logpx: LSE of logits; maxprob: max softmax; "
          "pxgrad: minus the norm of the input gradient of logpx). PGD: white-box, accuracy on the attacked "
-         "subset. IS/FID: torch-fidelity, fresh chains vs training images.")
+         "subset. IS/FID: torch-fidelity, fresh samples vs the evaluate.fid_reference split, sample sizes "
+         "beside each value.")
 
 
 def md(text: str) -> str:

@@ -10,6 +10,7 @@ The loop never reads a value back to the host, so on a GPU it queues without syn
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
@@ -55,6 +56,26 @@ def sgld(model: nn.Module, x0: torch.Tensor, *, steps: int, lr: float, std: floa
             if clamp:
                 x = x.clamp(-1, 1)
     return x.detach()
+
+
+@dataclass(frozen=True)
+class ChainSampler:
+    """How one objective moves its chains: the initial distribution ``init(n, classes=None)`` and the
+    step rule (``sgld`` with its step size, noise, clipping, projection and model mode). Training and the
+    generate stage share it, so samples are drawn as the model was trained."""
+    init: Callable[..., torch.Tensor]
+    lr: float
+    std: float
+    grad_clip: float = 0.0
+    clamp: bool = False
+    train_mode: bool = False
+    name: str = "SGLD"  # for captions
+
+    def run(self, model: nn.Module, x0: torch.Tensor, *, steps: int, y: torch.Tensor | None = None,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        with model_mode(model, train=self.train_mode):
+            return sgld(model, x0, steps=steps, lr=self.lr, std=self.std, y=y, grad_clip=self.grad_clip,
+                        clamp=self.clamp, generator=generator)
 
 
 def uniform_init(n: int, shape: tuple[int, ...], device: torch.device | str = "cpu",

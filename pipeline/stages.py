@@ -92,9 +92,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage(
         name="generate",
         cmd=("python -m pipeline.generate --checkpoint data/train/{objective}/{dataset}/model.pt "
-             "--out data/generate/{objective}/{dataset} --logdir logs/{objective}/{dataset}"),
+             "--data data/datasets/{dataset} --out data/generate/{objective}/{dataset} "
+             "--logdir logs/{objective}/{dataset}"),
         matrix=("objective", "dataset"),
-        deps=[PARAMS_OK, "data/train/{objective}/{dataset}/model.pt", "pipeline/generate.py", *_CORE, *_MODEL,
+        deps=[PARAMS_OK, "data/train/{objective}/{dataset}/model.pt", "data/datasets/{dataset}",
+              "pipeline/generate.py", *_CORE, *_MODEL, "ebm/data", "ebm/objectives", "ebm/informative_init.py",
               "ebm/sampling.py", "ebm/generate.py", "ebm/distributed.py"],
         outs=["data/generate/{objective}/{dataset}/samples.npz", "data/generate/{objective}/{dataset}/grids"],
         params=["generate"],

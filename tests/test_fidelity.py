@@ -219,3 +219,25 @@ def test_download_fills_torch_fidelity_cache(tmp_path, monkeypatch, empty_hub):
         finally:
             srv.shutdown()
     assert cached.read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize("reference", ["train", "test"])
+def test_fid_reference_split_is_a_param_and_sizes_are_reported(monkeypatch, reference):
+    """evaluate.fid_reference picks the real images of FID; n_fake / n_real travel with the result."""
+    import dataclasses
+
+    import ebm.eval.fidelity as fidelity
+    from ebm.config import parse_params
+    from ebm.data.store import DatasetArrays
+    from ebm.eval.run import sample_quality as run_quality
+    from tests.conftest import tiny_params_dict
+
+    seen = []
+    monkeypatch.setattr(fidelity, "sample_quality", lambda fake, real, **kw: seen.append(real) or
+                        {"is": None, "fid": None, "n_fake": len(fake), "n_real": len(real), "reason": "stub"})
+    data = DatasetArrays("shapes", ["a"], _images(12, 1), np.zeros(12, np.int64), _images(7, 2), np.zeros(7, np.int64),
+                         {})
+    cfg = dataclasses.replace(parse_params(tiny_params_dict()).evaluate, fid_reference=reference, fid_real_images=0)
+    q = run_quality({"fresh": _images(5, 0)}, data, cfg, "cpu")
+    want = data.x_train if reference == "train" else data.x_test
+    assert seen[0] is want and q["fresh"]["n_fake"] == 5 and q["fresh"]["n_real"] == len(want)

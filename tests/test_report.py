@@ -38,7 +38,9 @@ def _run(root: Path, o: str, d: str, seed: int) -> None:
         "robustness": {"linf": {"0": 0.43, "2": 0.2, "8": 0.01}, "l2": {"0": 0.43, "100": 0.1, "50": 0.3}, "n_images": 50,
                        "steps": 10, "restarts": 1},
         "sample_quality": {"fresh": {"is": None, "is_std": None, "fid": None, "n_fake": 10, "n_real": 100,
-                                     "reason": reason}}}))
+                                     "reason": reason} if o != "softmax" else
+                           {"is": 3.21, "is_std": 0.1, "fid": 99.5, "n_fake": 10, "n_real": 100, "reason": None}}}))
+    (ge / "grids" / "captions.json").write_text(json.dumps({"fresh": f"{o} sampler: made by test"}))
     buf = io.BytesIO()
     np.savez(buf, **{f"{s}__{k}": rng.normal(size=40) for s in ("test", "interp", "noise")
                      for k in ("logpx", "maxprob", "pxgrad")})
@@ -118,3 +120,10 @@ def test_differing_params_lists_only_keys_that_differ(report):
     h, rows = differing_params([Run("jem", "shapes", summary={"params": {"a": {"x": 1}}}),
                                 Run("jem", "cifar10", summary={"params": {"a": {"x": 1}}})])
     assert h == ["run", "dataset"]
+
+
+def test_sample_sizes_beside_is_fid_and_grid_captions_name_the_sampler(report):
+    page = (report / "index.html").read_text()
+    soft = re.search(r"<tr data-run='softmax/cifar10'>(.*?)</tr>", page).group(1)
+    assert "3.21 (n=10)" in soft and "99.50 (n=10 vs 100 real)" in soft
+    assert "Samples of jem/cifar10: unconditional, fresh chains (jem sampler: made by test)" in page

@@ -49,3 +49,26 @@ def test_rho_zero_is_the_base_optimizer():
 
     sam.step(closure)
     assert torch.allclose(p.detach(), torch.tensor([0.8, -1.6]))
+
+
+def test_first_step_moves_to_the_ascent_point_and_second_step_comes_back_before_stepping():
+    """w → w + ρ g/‖g‖ (the gradient is evaluated there), then back to exactly w before the base step."""
+    w0 = torch.tensor([3.0, -4.0])
+    p = torch.nn.Parameter(w0.clone())
+    seen = []
+
+    class Recording(torch.optim.SGD):
+        def step(self, closure=None):
+            seen.append(p.detach().clone())  # where the base optimizer starts from
+            return super().step(closure)
+
+    sam = SAM(Recording([p], lr=0.1), rho=0.5)
+    (p ** 2).sum().backward()  # g = 2w = (6, -8), ‖g‖ = 10
+    sam.first_step()
+    assert torch.allclose(p.detach(), w0 + 0.5 * torch.tensor([0.6, -0.8]))  # the ascent point
+    sam.zero_grad()
+    (p ** 2).sum().backward()  # g' = 2(w + e)
+    g2 = p.grad.clone()
+    sam.second_step()
+    assert torch.equal(seen[0], w0)  # back at w before the step
+    assert torch.allclose(p.detach(), w0 - 0.1 * g2)

@@ -111,8 +111,8 @@ def test_every_stage_script_on_tiny_settings(workdir):
             "--out", f"data/train/{obj}/shapes", "--logdir", f"logs/{obj}/shapes", "--log-every", "2",
             "--resume-dir", f"data/resume/{obj}/shapes", "--checkpoint-every", "2")
         assert not Path(f"data/resume/{obj}/shapes/state.pt").exists()  # dropped once outputs are written
-        _ok(generate.main, "--checkpoint", f"data/train/{obj}/shapes/model.pt", "--out", f"data/generate/{obj}/shapes",
-            "--logdir", f"logs/{obj}/shapes")
+        _ok(generate.main, "--checkpoint", f"data/train/{obj}/shapes/model.pt", "--data", "data/datasets/shapes",
+            "--out", f"data/generate/{obj}/shapes", "--logdir", f"logs/{obj}/shapes")
         _ok(evaluate.main, "--checkpoint", f"data/train/{obj}/shapes/model.pt", "--data", "data/datasets/shapes",
             "--samples", f"data/generate/{obj}/shapes/samples.npz", "--out", f"data/evaluate/{obj}/shapes")
     _ok(report.main, "--root", "data", "--out", "data/report")
@@ -129,8 +129,15 @@ def test_every_stage_script_on_tiny_settings(workdir):
     assert s["cond"].shape == (len(SHAPE_CLASSES), 32, 32, 3) and s["cond_y"].tolist() == list(range(len(SHAPE_CLASSES)))
     assert s["buffer"].shape == (8, 32, 32, 3)  # the replay buffer, kept in the checkpoint
     assert "buffer" not in np.load("data/generate/softmax/shapes/samples.npz")  # no buffer without SGLD training
-    assert {p.name for p in Path("data/generate/jem/shapes/grids").iterdir()} == {"fresh.png", "cond.png", "buffer.png"}
-    assert {p.name for p in Path("data/generate/softmax/shapes/grids").iterdir()} == {"fresh.png", "cond.png"}
+    assert {p.name for p in Path("data/generate/jem/shapes/grids").iterdir()} == {"fresh.png", "cond.png", "buffer.png",
+                                                                                  "captions.json"}
+    assert {p.name for p in Path("data/generate/softmax/shapes/grids").iterdir()} == {"fresh.png", "cond.png",
+                                                                                      "captions.json"}
+    captions = {o: json.loads(Path(f"data/generate/{o}/shapes/grids/captions.json").read_text())
+                for o in ("jem", "jempp", "softmax")}  # each grid names the sampler that made it
+    assert captions["jem"]["fresh"].startswith("jem sampler: SGLD") and "U(-1, 1)" in captions["jem"]["fresh"]
+    assert "class-Gaussian init" in captions["jempp"]["fresh"] and "grad clip" in captions["jempp"]["fresh"]
+    assert "softmax trains no sampler" in captions["softmax"]["fresh"]
     assert Path("data/generate/jem/shapes/grids/cond.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads(Path("data/train/jem/shapes/summary.json").read_text())["params"]["train.jem"]["sgld_steps"] == 2
     # evaluate: metrics + provenance
@@ -168,7 +175,7 @@ def test_corrupt_checkpoint_is_named_and_nothing_written(workdir):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="model.pt: cannot be read"):
         load_checkpoint(bad)
-    assert run(generate.main, ["--checkpoint", "model.pt", "--out", "gen"]) == 2
+    assert run(generate.main, ["--checkpoint", "model.pt", "--data", "data/datasets/shapes", "--out", "gen"]) == 2
     assert not Path("gen").exists()
 
 
@@ -187,8 +194,21 @@ def test_divergence_stops_with_named_error_and_no_output(workdir):
 
 
 def test_model_runs_on_requested_device(workdir):
+    """--device picks where the model lives and runs: a checkpoint loads onto it and its outputs are there."""
+    from ebm.checkpoint import save_checkpoint
+    from ebm.config import parse_params
+    from ebm.models import build_model
     from ebm.provenance import pick_device
+
     assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             pick_device("cuda")
+    cfg = parse_params(tiny_params_dict()).model
+    save_checkpoint("m.pt", build_model(cfg, 3), model_cfg=cfg, classes=["a", "b", "c"], meta={})
+    for name in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        dev = pick_device(name)
+        model, _ = load_checkpoint("m.pt", dev)
+        assert {p.device.type for p in model.parameters()} == {dev.type}
+        assert model(torch.zeros(2, 3, 32, 32, device=dev)).device.type == dev.type

@@ -165,10 +165,25 @@ def test_sada_jem_takes_a_sam_step(data):
     assert any(not torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
 
 
-def test_bf16_and_channels_last_flags_train(data):
+def test_bf16_and_channels_last_flags_train(data, monkeypatch):
+    """--bf16 really runs the training forward passes in bfloat16 (autocast), the weights stay float32."""
+    import ebm.train as train_mod
+
+    dtypes = set()
+    build = train_mod.build_model
+
+    def recording(cfg, n_classes):
+        m = build(cfg, n_classes)
+        m.fc.register_forward_hook(lambda mod, inp, out: dtypes.add(out.dtype) if torch.is_grad_enabled() else None)
+        return m
+    monkeypatch.setattr(train_mod, "build_model", recording)
     r = train(_params(steps=3), "jem", data, torch.device("cpu"), progress=False, bf16=True, channels_last=True)
     assert all(math.isfinite(h["loss"]) for h in r.history)
     assert r.model.stem.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.bfloat16 in dtypes and r.model.fc.weight.dtype == torch.float32
+    dtypes.clear()
+    train(_params(steps=1), "softmax", data, torch.device("cpu"), progress=False)
+    assert dtypes == {torch.float32}  # without the flag: float32
 
 
 def test_jem_optional_pxy_term_is_logged_and_trains(data):

@@ -73,10 +73,12 @@ def robustness(model: nn.Module, data: DatasetArrays, cfg: EvaluateConfig, devic
 def sample_quality(samples: dict[str, np.ndarray], data: DatasetArrays, cfg: EvaluateConfig,
                    device: torch.device, progress: bool = False) -> dict[str, dict]:
     """IS and FID (torch-fidelity, standard Inception weights) of each sample set in ``samples.npz``
-    (``fresh`` chains; ``buffer`` for models trained with a replay buffer) against the training images.
+    (``fresh`` chains; ``buffer`` for models trained with a replay buffer) against the ``fid_reference``
+    split (train or test); each result carries its sample sizes ``n_fake`` and ``n_real``.
     Without weights every value is None and ``reason`` says why: nothing is made up."""
     from ebm.eval.fidelity import sample_quality as fidelity
 
-    real = data.x_train if cfg.fid_real_images == 0 else data.x_train[:cfg.fid_real_images]
+    ref = data.x_train if cfg.fid_reference == "train" else data.x_test
+    real = ref if cfg.fid_real_images == 0 else ref[:cfg.fid_real_images]
     return {name: fidelity(samples[name], real, weights=cfg.inception_weights, device=device, progress=progress)
             for name in ("fresh", "buffer") if name in samples}

@@ -25,7 +25,7 @@ from ebm.config import TrainCommon
 from ebm.models import log_px
 from ebm.objectives.base import Batch, Objective
 from ebm.informative_init import ClassGaussians
-from ebm.sampling import ReplayBuffer, model_mode, sgld, uniform_init
+from ebm.sampling import ChainSampler, ReplayBuffer, uniform_init
 
 
 class JEM(Objective):
@@ -76,23 +76,19 @@ class JEM(Objective):
             return lambda n, classes=None: self.gaussians.sample(n, classes).to(self.device)
         return lambda n, classes=None: uniform_init(n, image_shape, self.device)
 
-    @property
-    def sampler_name(self) -> str:
-        """How this objective's chains move, for captions."""
+    def sampler(self, image_shape: tuple[int, ...] = (3, 32, 32)) -> ChainSampler:
+        """This objective's sampler (init and step rule), shared by training and the generate stage."""
         c = self.cfg
         init = "class-Gaussian init" if self.gaussians is not None else "U(-1, 1) init"
         clip = f", grad clip ±{self.grad_clip:g}" if self.grad_clip > 0 else ""
         box = ", projected to [-1, 1]" if self.clamp else ""
-        return f"{self.name} SGLD (lr {c.sgld_lr:g}, noise {c.sgld_std:g}{clip}{box}; {init})"
+        name = f"{self.name} sampler: SGLD lr {c.sgld_lr:g}, noise {c.sgld_std:g}{clip}{box}, {init}"
+        return ChainSampler(self.init_fn(image_shape), lr=c.sgld_lr, std=c.sgld_std, grad_clip=self.grad_clip,
+                            clamp=self.clamp, train_mode=self.sample_in_train_mode, name=name)
 
-    def run_chains(self, model: nn.Module, x0: torch.Tensor, *, steps: int | None = None,
-                   y: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """This objective's sampler: ``steps`` (default: the configured K) steps from ``x0``, on
-        log p~(x), or on f(x)[y] when ``y`` is given; in the objective's model mode. Detached."""
-        c = self.cfg
-        with model_mode(model, train=self.sample_in_train_mode):
-            return sgld(model, x0, steps=c.sgld_steps if steps is None else steps, lr=c.sgld_lr, std=c.sgld_std,
-                        y=y, grad_clip=self.grad_clip, clamp=self.clamp, generator=generator)
+    def run_chains(self, model: nn.Module, x0: torch.Tensor, *, y: torch.Tensor | None = None) -> torch.Tensor:
+        """K (``sgld_steps``) steps of this objective's sampler from ``x0``, on log p~(x) or on f(x)[y]."""
+        return self.sampler(tuple(x0.shape[1:])).run(model, x0, steps=self.cfg.sgld_steps, y=y)
 
     def to(self, device: torch.device | str) -> "JEM":
         self.device = device
