@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser slurm repro test test-all test-cluster lint-snakemake clean
+.PHONY: install browser slurm repro test test-all test-slow test-cluster lint-snakemake clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test: $(STAMP) browser
 
 test-all: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# the tests marked slow (kept out of `make test` for its 10-minute budget); .ci/run runs them
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 # The embedded default through `snakemake --profile` on a one-node SLURM cluster started and stopped
 # here (root), compared with a local run; a train job is killed at its time limit and resumes.
