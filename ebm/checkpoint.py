@@ -7,12 +7,9 @@ import torch
 from torch import nn
 
 from ebm.config import ModelConfig, from_dict, to_dict
+from ebm.errors import CheckpointError
 from ebm.io import atomic_torch_save
 from ebm.models import build_model
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt or of the wrong format."""
 
 
 CHECKPOINT_KEYS = {"model": dict, "model_cfg": dict, "classes": list, "objective_state": dict, "meta": dict}

@@ -22,9 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-
-class ParamsError(ValueError):
-    """``params.yaml`` is malformed; the message names the offending key."""
+from ebm.errors import ParamsError
 
 
 # ----------------------------------------------------------------------------------------------------

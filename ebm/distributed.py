@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ebm import env
-from ebm.config import ParamsError
+from ebm.errors import WorldSizeError
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,6 @@ class World:
     @property
     def distributed(self) -> bool:
         return self.size > 1
-
-
-class WorldSizeError(ParamsError):
-    """A setting that cannot be split over the processes of this run, or a resume state from another world size."""
 
 
 def init_world(device: torch.device) -> tuple[World, torch.device]:

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import os
 
-
-
-class UsageError(ValueError):
-    """A command-line flag or environment variable has a value the project cannot use."""
+from ebm.errors import UsageError
 
 OFF = ("", "0", "false", "no", "off")
 ON = ("1", "true", "yes", "on")

@@ -14,13 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-
-class WriteError(Exception):
-    """An output could not be written (a full disk, no permission); nothing half-written was left."""
-
-    def __init__(self, path: str | Path, reason: str):
-        self.path, self.reason = Path(path), reason
-        super().__init__(f"writing {path}: {reason}")
+from ebm.errors import WriteError
 
 
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)

@@ -23,19 +23,11 @@ from ebm.augment import add_noise, augment, to_tensor
 from ebm.config import Params, TrainCommon
 from ebm.data import DatasetArrays
 from ebm.distributed import World, per_rank_params, rank_seed, reduce_step, shard, unwrap, wrap
+from ebm.errors import DivergenceError
 from ebm.io import atomic_torch_save, atomic_write_text
 from ebm.models import build_model
 from ebm.objectives import Batch, Objective, build_objective
 from ebm.sam import SAM
-
-
-class DivergenceError(RuntimeError):
-    """Training diverged past the retry bound. Carries the step and the offending values."""
-
-    def __init__(self, step: int, values: dict[str, float], reason: str):
-        self.step, self.values, self.reason = step, values, reason
-        vals = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-        super().__init__(f"training diverged at step {step}: {reason} ({vals})")
 
 
 class BatchStream:

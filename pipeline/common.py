@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ebm import env
-
-from ebm.config import ParamsError, Params, load_params, load_raw, params_hash
+from ebm.config import Params, load_params, load_raw, params_hash
+from ebm.errors import EbmError
 from pipeline.runlock import refuse_under_snakemake
 from pipeline.stages import STAGES, sections_of
 
@@ -110,29 +110,14 @@ def base_parser(description: str) -> Parser:
     return p
 
 
-# Errors that name the problem; anything else is a bug and keeps its traceback.
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from ebm.checkpoint import CheckpointError
-    from ebm.data.sources import DatasetFormatError, DatasetUnavailableError
-    from ebm.io import WriteError
-
-    errs: list[type[BaseException]] = [ParamsError, DatasetUnavailableError, DatasetFormatError, CheckpointError,
-                                       env.UsageError, WriteError]
-    try:
-        from ebm.train import DivergenceError
-        errs.append(DivergenceError)
-    except ImportError:  # pragma: no cover - ebm.train imports torch, always present
-        pass
-    return tuple(errs)
-
-
 def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
-    """Run a stage's main; print a one-paragraph error and return non-zero on a known failure."""
+    """Run a stage's main. A project error (ebm/errors.py: it names the problem) prints one paragraph
+    and returns 2; anything else is a bug and keeps its traceback."""
     try:
         refuse_under_snakemake()
         main(argv)
         return 0
-    except _expected_errors() as e:
+    except EbmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     sp = stage_params(args.params, "data", dataset=args.dataset)
     if args.dataset not in sp.params.data:
-        from ebm.config import ParamsError
+        from ebm.errors import ParamsError
         raise ParamsError(f"{args.params}: no section data.{args.dataset}")
     cfg = sp.params.data[args.dataset]
     arrays, raw_files = build_dataset(args.dataset, cfg, Path(args.raw_root))

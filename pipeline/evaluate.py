@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     model, ckpt = load_checkpoint(args.checkpoint, device)
     data = load_dataset(args.data)
     if list(data.classes) != list(ckpt["classes"]):
-        from ebm.checkpoint import CheckpointError
+        from ebm.errors import CheckpointError
         raise CheckpointError(f"{args.checkpoint}: trained on classes {ckpt['classes']}, "
                               f"but {args.data} has {data.classes}")
     cfg = sp.params.evaluate

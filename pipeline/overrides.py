@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from ebm.config import ParamsError, load_raw, parse_params
+from ebm.config import load_raw, parse_params
+from ebm.errors import ParamsError
 
 
 def leaves(d: dict, prefix: str = "") -> list[tuple[str, object]]:

@@ -15,15 +15,11 @@ import os
 from pathlib import Path
 from typing import IO
 
-from ebm.env import UsageError
+from ebm.errors import RunnerBusy
 
 SNAKEMAKE_LOCK = Path(".snakemake/ebm-runner.lock")
 DVC_LOCK, DVC_RWLOCK = Path(".dvc/tmp/lock"), Path(".dvc/tmp/rwlock")
 _held: list[IO[str]] = []  # keeps Snakemake's lock open for the life of its process
-
-
-class RunnerBusy(UsageError):
-    """The other pipeline runner is working in this workspace."""
 
 
 def _flock_free(path: Path) -> bool:

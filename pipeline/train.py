@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     relaunch_under_torchrun("pipeline.train", sys.argv[1:] if argv is None else argv)
     sp = stage_params(args.params, "train", objective=args.objective, dataset=args.dataset)
     if args.objective not in sp.params.objectives:
-        from ebm.config import ParamsError
+        from ebm.errors import ParamsError
         raise ParamsError(f"objective {args.objective!r} is not listed in `objectives` of {args.params}")
     data = load_dataset(args.data)
     # what the result depends on besides the params: the dataset's files and the stage's code

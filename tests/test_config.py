@@ -87,3 +87,26 @@ def test_stage_cli_stops_on_typo_before_any_work(tmp_path):
     assert r.returncode == 2
     assert "unknown key generate.n_sampels" in r.stderr
     assert not out.exists()
+
+
+def test_every_project_error_is_one_clean_line_with_exit_code_2(capsys):
+    """pipeline.common.run maps the whole ebm.errors hierarchy to 'error: …' and 2; a bug keeps 1."""
+    from ebm import errors
+    from pipeline.common import run
+
+    kinds = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.EbmError)]
+    assert len(kinds) >= 6
+    for kind in kinds:
+        args = {errors.DivergenceError: (3, {"loss": 1.0}, "why"), errors.WriteError: ("out.json", "disk full")}
+        exc = kind(*args.get(kind, ("the problem",)))
+
+        def main(argv, exc=exc):
+            raise exc
+        assert run(main, []) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+    def bug(argv):
+        raise KeyError("x")
+    assert run(bug, []) == 1
+    assert "Traceback" in capsys.readouterr().err

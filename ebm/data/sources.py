@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ebm import env
+from ebm.errors import DatasetFormatError, DatasetUnavailableError
 from ebm.io import sha256_file
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
@@ -28,14 +29,6 @@ TORCHVISION_FILES = {
     "svhn": ["train_32x32.mat (md5 e26dedcc434d2e4c54c9b2d4a06d8373)",
              "test_32x32.mat (md5 eb5a983be6a315427106f1b164d9cef3)"],
 }
-
-
-class DatasetUnavailableError(RuntimeError):
-    """A dataset's files are missing and cannot be downloaded."""
-
-
-class DatasetFormatError(ValueError):
-    """A dataset's files exist but are corrupt, unsafe or of the wrong layout."""
 
 
 @dataclass

@@ -16,7 +16,7 @@ from ebm.distributed import World, gather_with_grad, rank_seed, reduce_step, sha
 from ebm.pretrain.losses import nt_xent
 from ebm.pretrain.model import HybridTransformer
 from ebm.pretrain.views import random_view
-from ebm.train import DivergenceError
+from ebm.errors import DivergenceError
 
 
 def build_model(cfg: PretrainConfig) -> HybridTransformer:
