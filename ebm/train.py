@@ -20,11 +20,11 @@ from torch import nn
 from tqdm import tqdm
 
 from ebm.augment import add_noise, augment, to_tensor
+from ebm.checkpoint import ResumeStore
 from ebm.config import Params, TrainCommon
 from ebm.data import DatasetArrays
 from ebm.distributed import World, per_rank_params, rank_seed, reduce_step, shard, unwrap, wrap
 from ebm.errors import DivergenceError
-from ebm.io import atomic_torch_save, atomic_write_text
 from ebm.models import build_model
 from ebm.objectives import Batch, Objective, build_objective
 from ebm.sam import SAM
@@ -167,7 +167,7 @@ class Trainer:
                      x_px_clean=self.x_all[j])
 
     def state_dict(self) -> dict:
-        """The whole run state on the CPU: loadable with ``torch.load(weights_only=True)``."""
+        """The whole run state on the CPU: plain tensors and dicts, loadable with ``weights_only=True``."""
         return {
             "step": self.step, "lr_scale": self.lr_scale, "retries": self.retries,
             "history": [dict(r) for r in self.history],
@@ -228,7 +228,7 @@ def _set_py_state(s: list) -> None:
 
 def train(params: Params, objective_name: str, data: DatasetArrays, device: torch.device, *,
           log_every: int = 10, on_log: Callable[[dict], None] | None = None, progress: bool = True,
-          resume: "ResumeStore | None" = None, checkpoint_every: int = 100,
+          resume: ResumeStore | None = None, checkpoint_every: int = 100,
           fault: Callable[[int, float, dict], tuple[float, dict]] | None = None,
           bf16: bool = False, channels_last: bool = False, world: World = World()) -> TrainResult:
     """Train one objective. Every ``checkpoint_every`` steps the whole state is kept in memory (the
@@ -298,40 +298,3 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
     result.history, result.retries = tr.history, tr.retries
     result.seconds = time.perf_counter() - t0
     return result
-
-
-class ResumeStore:
-    """A run's resume state in ``folder/state.pt``, stamped with ``stamp``: the train stage passes a hash
-    of its params sections, the dataset's manifest and its code. A state with another stamp is ignored
-    (and said so): the run starts fresh."""
-
-    def __init__(self, folder: str | Path, params_hash: str, log: Callable[[str], None] = print):
-        self.folder, self.hash, self.log = Path(folder), params_hash, log
-        self.path = self.folder / "state.pt"
-
-    def load(self) -> dict | None:
-        if not self.path.is_file():
-            return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a truncated file cannot happen (atomic writes), a foreign one can
-            self.log(f"resume: {self.path} unreadable ({type(e).__name__}); starting fresh")
-            return None
-        if not (isinstance(state, dict) and isinstance(state.get("trainer"), dict) and "step" in state["trainer"]):
-            self.log(f"resume: {self.path} is unusable (not a resume state of this project); starting fresh")
-            return None
-        if state.get("params_hash") != self.hash:
-            self.log(f"resume: {self.path} was written for other params, data or code (stamp "
-                     f"{str(state.get('params_hash'))[:12]}…, this run {self.hash[:12]}…); starting fresh")
-            return None
-        return state["trainer"]  # train() says "continuing from step …" once it has loaded
-
-    def save(self, trainer_state: dict) -> None:
-        atomic_torch_save(self.path, {"params_hash": self.hash, "trainer": trainer_state})
-
-    def finish(self) -> None:
-        """The run's outputs are written: drop the state; the folder stays (a DVC output) with a note."""
-        atomic_write_text(self.folder / "README.txt", "Resume state of a train stage: state.pt appears "
-                          "here while the run is in progress and is removed when it finishes.\n")
-        if self.path.exists():
-            self.path.unlink()

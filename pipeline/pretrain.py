@@ -14,7 +14,8 @@ from ebm.distributed import joined, relaunch_under_torchrun
 from ebm.history import TensorBoardLogger, write_history
 from ebm.io import atomic_dir, atomic_write_json, remove_outputs
 from ebm.pretrain.evaluate import corruption_set, evaluate_pretrained
-from ebm.pretrain.train import pretrain_one, save_pretrained
+from ebm.checkpoint import save_pretrained
+from ebm.pretrain.train import pretrain_one
 from ebm.provenance import pick_device, provenance
 from pipeline.common import base_parser, run, stage_params
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ebm import env
-from ebm.checkpoint import save_checkpoint
+from ebm.checkpoint import ResumeStore, save_checkpoint
 from ebm.config import to_dict
 from ebm.data import load_dataset
 from ebm.distributed import joined, relaunch_under_torchrun
@@ -19,7 +19,7 @@ from ebm.history import TensorBoardLogger, write_history
 from ebm.io import atomic_write_json, sha256_file
 from ebm.provenance import pick_device, provenance
 from ebm.rank_resume import RankResumeStore, check_world
-from ebm.train import ResumeStore, train
+from ebm.train import train
 from pipeline.common import base_parser, code_digest, positive_int, run, stage_params
 
 

@@ -13,7 +13,9 @@ import torch
 
 from ebm.config import parse_params
 from ebm.data.store import build_dataset
-from ebm.train import DivergenceError, ResumeStore, train
+from ebm.checkpoint import ResumeStore
+from ebm.errors import DivergenceError
+from ebm.train import train
 from tests.conftest import REPO, tiny_params_dict, write_params
 
 

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ebm import checkpoint
 from ebm.augment import to_tensor
+from ebm.checkpoint import save_pretrained  # noqa: F401  (re-exported beside load_pretrained)
 from ebm.config import PretrainConfig
 from ebm.distributed import World, gather_with_grad, rank_seed, reduce_step, shard, wrap
 from ebm.pretrain.losses import nt_xent
@@ -99,30 +101,6 @@ def pretrain_one(x_train: np.ndarray, cfg: PretrainConfig, weight: float, device
     return model.eval(), history, time.perf_counter() - t0
 
 
-def save_pretrained(path, model: HybridTransformer, cfg: PretrainConfig, weight: float, meta: dict) -> None:
-    """Plain tensors and dicts only, so the file loads with ``torch.load(weights_only=True)``."""
-    from ebm.config import to_dict
-    from ebm.io import atomic_torch_save
-
-    atomic_torch_save(path, {"format": "pretrain-1", "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                             "pretrain_cfg": to_dict(cfg), "contrastive_weight": weight, "meta": meta})
-
 
 def load_pretrained(path, device: torch.device | str = "cpu") -> tuple[HybridTransformer, dict]:
-    from pathlib import Path
-
-    from ebm.checkpoint import CheckpointError
-    from ebm.config import from_dict
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: pretrained model not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for truncated / foreign files
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "pretrain-1":
-        raise CheckpointError(f"{path}: not a pretrained model of this project (format pretrain-1)")
-    model = build_model(from_dict(PretrainConfig, ckpt["pretrain_cfg"]))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt
+    return checkpoint.load_pretrained(path, build_model, device)
