@@ -105,14 +105,8 @@ def launch(wildcards, resources):
 
 
 def code(stage):
-    """Code dependencies as files: a folder's mtime does not change when a file in it is edited."""
-    files = []
-    for d in STAGES[stage].deps:
-        if d.startswith("data/"):
-            continue
-        path = Path(workflow.basedir) / d
-        files += sorted(str(p.relative_to(workflow.basedir)) for p in path.rglob("*.py")) if path.is_dir() else [d]
-    return files
+    """The files the stage's script imports, derived as for dvc.yaml (pipeline/codedeps.py)."""
+    return STAGES[stage].code()
 
 
 def data_inputs(stage):

@@ -87,14 +87,9 @@ def code_digest(stage: str) -> str:
     from ebm.io import sha256_file
 
     root = Path(__file__).resolve().parent.parent
-    files: list[Path] = []
-    for dep in STAGES[stage].deps:
-        path = root / dep
-        if not dep.startswith("data/"):
-            files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
     h = hashlib.sha256()
-    for f in files:
-        h.update(f"{f.relative_to(root).as_posix()} {sha256_file(f)}\n".encode())
+    for dep in STAGES[stage].code():
+        h.update(f"{dep} {sha256_file(root / dep)}\n".encode())
     return h.hexdigest()
 
 

@@ -1,8 +1,10 @@
-"""The one place that names each stage's command, outputs, params sections and code dependencies.
+"""The one place that names each stage's command, outputs, params sections and data inputs.
 
 ``dvc.yaml`` is rendered from this module (``python -m pipeline.stages > dvc.yaml``; a test checks
 that the committed file is current) and the ``Snakefile`` builds its rules from it, so the two tools
-run the same commands on the same paths. Templates use ``{objective}`` and ``{dataset}``.
+run the same commands on the same paths. Templates use ``{objective}`` and ``{dataset}``. A stage's
+code dependencies are not listed here: :meth:`Stage.code` derives them from what its script imports
+(``pipeline/codedeps.py``), for both tools.
 """
 from __future__ import annotations
 
@@ -11,12 +13,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
-ALL_PARAMS = "*"  # a stage that tracks the whole params file
+from pipeline.codedeps import code_deps
 
-# code each stage imports (Snakemake's code trigger cannot see imports, and DVC needs them listed)
-_CORE = ["ebm/__init__.py", "ebm/config.py", "ebm/env.py", "ebm/io.py", "ebm/provenance.py", "pipeline/common.py",
-         "pipeline/runlock.py"]
-_MODEL = ["ebm/models", "ebm/checkpoint.py", "ebm/augment.py"]
+ALL_PARAMS = "*"  # a stage that tracks the whole params file
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,7 @@ class Stage:
     name: str
     cmd: str
     matrix: tuple[str, ...] = ()  # wildcards: () | ("dataset",) | ("objective", "dataset")
-    deps: list[str] = field(default_factory=list)  # inputs: code, data, upstream outputs
+    deps: list[str] = field(default_factory=list)  # data inputs: upstream outputs (code: see code())
     outs: list[str] = field(default_factory=list)  # cached outputs
     metrics: list[str] = field(default_factory=list)  # cache: false, shown by `dvc metrics`
     plots: dict[str, dict] = field(default_factory=dict)  # cache: false, `dvc plots`; path → x/y fields
@@ -33,6 +32,10 @@ class Stage:
     # resume state: persist: true, cache: false for DVC, and NOT a Snakemake output, because Snakemake
     # deletes a failed job's outputs and the state must survive a killed or failed run
     state: list[str] = field(default_factory=list)
+
+    def code(self) -> list[str]:
+        """The repository files its script imports, transitively (``python -m pipeline.x`` → pipeline/x.py …)."""
+        return list(code_deps(self.cmd.split()[2]))
 
     def declared_outputs(self) -> list[str]:
         return [*self.outs, *self.metrics, *self.plots, *self.persist]
@@ -47,7 +50,6 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage(
         name="params",
         cmd=f"python -m pipeline.check_params --params params.yaml --out {PARAMS_OK}",
-        deps=["pipeline/check_params.py", *_CORE],
         # persist: DVC must not delete the marker before the run, so that an unchanged marker keeps its
         # mtime and Snakemake does not see a "newer input" after every params edit.
         persist=[PARAMS_OK],
@@ -58,7 +60,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         name="data",
         cmd="python -m pipeline.data --dataset {dataset} --raw-root data/raw --out data/datasets/{dataset}",
         matrix=("dataset",),
-        deps=[PARAMS_OK, "pipeline/data.py", *_CORE, "ebm/data"],
+        deps=[PARAMS_OK],
         outs=["data/datasets/{dataset}"],
         params=["data.{dataset}"],
     ),
@@ -68,9 +70,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
              "--data data/datasets/{dataset} --out data/train/{objective}/{dataset} "
              "--logdir logs/{objective}/{dataset} --resume-dir data/resume/{objective}/{dataset}"),
         matrix=("objective", "dataset"),
-        deps=[PARAMS_OK, "data/datasets/{dataset}", "pipeline/train.py", *_CORE, *_MODEL, "ebm/data",
-              "ebm/objectives", "ebm/sampling.py", "ebm/train.py", "ebm/history.py", "ebm/sam.py",
-              "ebm/informative_init.py", "ebm/distributed.py", "ebm/rank_resume.py"],
+        deps=[PARAMS_OK, "data/datasets/{dataset}"],
         outs=["data/train/{objective}/{dataset}/model.pt"],
         metrics=["data/train/{objective}/{dataset}/summary.json"],
         plots={"data/train/{objective}/{dataset}/history.csv": {"x": "step", "y": "loss"}},
@@ -82,8 +82,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         cmd=("python -m pipeline.pretrain --dataset {dataset} --data data/datasets/{dataset} "
              "--out data/pretrain/{dataset} --logdir logs/pretrain/{dataset}"),
         matrix=("dataset",),
-        deps=[PARAMS_OK, "data/datasets/{dataset}", "pipeline/pretrain.py", *_CORE, "ebm/data", "ebm/pretrain",
-              "ebm/eval/ood.py", "ebm/augment.py", "ebm/history.py", "ebm/checkpoint.py", "ebm/distributed.py"],
+        deps=[PARAMS_OK, "data/datasets/{dataset}"],
         outs=["data/pretrain/{dataset}/models"],
         metrics=["data/pretrain/{dataset}/metrics.json"],
         plots={"data/pretrain/{dataset}/history.csv": {"x": "step", "y": "loss"}},
@@ -95,9 +94,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
              "--data data/datasets/{dataset} --out data/generate/{objective}/{dataset} "
              "--logdir logs/{objective}/{dataset}"),
         matrix=("objective", "dataset"),
-        deps=[PARAMS_OK, "data/train/{objective}/{dataset}/model.pt", "data/datasets/{dataset}",
-              "pipeline/generate.py", *_CORE, *_MODEL, "ebm/data", "ebm/objectives", "ebm/informative_init.py",
-              "ebm/sampling.py", "ebm/generate.py", "ebm/distributed.py"],
+        deps=[PARAMS_OK, "data/train/{objective}/{dataset}/model.pt", "data/datasets/{dataset}"],
         outs=["data/generate/{objective}/{dataset}/samples.npz", "data/generate/{objective}/{dataset}/grids"],
         params=["generate"],
     ),
@@ -108,8 +105,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
              "--out data/evaluate/{objective}/{dataset}"),
         matrix=("objective", "dataset"),
         deps=[PARAMS_OK, "data/train/{objective}/{dataset}/model.pt", "data/datasets/{dataset}",
-              "data/generate/{objective}/{dataset}/samples.npz", "pipeline/evaluate.py", *_CORE, *_MODEL,
-              "ebm/data", "ebm/eval"],
+              "data/generate/{objective}/{dataset}/samples.npz"],
         outs=["data/evaluate/{objective}/{dataset}/scores.npz"],
         metrics=["data/evaluate/{objective}/{dataset}/metrics.json"],
         plots={"data/evaluate/{objective}/{dataset}/reliability.csv": {"x": "confidence", "y": "accuracy"},
@@ -121,8 +117,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage(
         name="report",
         cmd="python -m pipeline.report --params params.yaml --root data --out data/report",
-        deps=[PARAMS_OK, "data/train", "data/generate", "data/evaluate", "data/pretrain", "pipeline/report.py",
-              *_CORE, "ebm/report.py", "ebm/papers.py", "ebm/history.py", "ebm/eval/ood.py"],
+        deps=[PARAMS_OK, "data/train", "data/generate", "data/evaluate", "data/pretrain"],
         outs=["data/report"],
         params=["objectives", "datasets"],
     ),
@@ -141,8 +136,8 @@ def params_file(stage: Stage) -> str:
 
 
 def input_files(stage: Stage) -> list[str]:
-    """What a stage reads, for both tools: its declared deps and its params-hash file."""
-    return [*stage.deps, *([params_file(stage)] if stage.name != "params" else [])]
+    """What a stage reads, for both tools: its data inputs, its params-hash file and its code."""
+    return [*stage.deps, *([params_file(stage)] if stage.name != "params" else []), *stage.code()]
 
 
 def sections_of(stage: Stage, raw: dict, **wildcards: str) -> list[str]:

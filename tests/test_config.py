@@ -110,3 +110,21 @@ def test_every_project_error_is_one_clean_line_with_exit_code_2(capsys):
         raise KeyError("x")
     assert run(bug, []) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_names_are_defined_once_and_match_their_implementations():
+    """The objectives are train's sub-sections, and the registry builds exactly those; the corruption
+    names of the schema are the implemented ones, in the order that seeds them."""
+    from ebm.config import CORRUPTIONS, OBJECTIVES
+    from ebm.objectives import REGISTRY
+    from ebm.pretrain.corruptions import _LEVELS
+
+    assert list(REGISTRY) == list(OBJECTIVES)
+    assert all(REGISTRY[name].name == name for name in OBJECTIVES)
+    assert tuple(_LEVELS) == CORRUPTIONS
+
+
+def test_config_modules_stay_small():
+    from tests.conftest import REPO
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (REPO / "ebm" / "config").glob("*.py")}
+    assert set(sizes) >= {"schema.py", "convert.py", "load.py"} and max(sizes.values()) <= 250, sizes

@@ -1,0 +1,18 @@
+"""Strict, typed loading of ``params.yaml``, the one source of truth for DVC and Snakemake.
+
+- :mod:`ebm.config.schema`: the sections as frozen dataclasses, and the names they may use;
+- :mod:`ebm.config.convert`: YAML → dataclasses with strict key and type checks (and back);
+- :mod:`ebm.config.load`: cross-field checks, loading the file, hashing a stage's sections.
+"""
+from ebm.config.convert import from_dict, to_dict
+from ebm.config.load import load_params, load_raw, params_hash, parse_params, section
+from ebm.config.schema import (CORRUPTIONS, DATASETS, OBJECTIVES, OOD_SETS, AugmentConfig, DataConfig,
+                               EvaluateConfig, GenerateConfig, HdgeConfig, HdgeJemConfig, JemConfig, JemppConfig,
+                               ModelConfig, Params, PretrainConfig, SadaJemConfig, SoftmaxConfig, TrainCommon,
+                               TrainConfig)
+from ebm.errors import ParamsError
+
+__all__ = ["CORRUPTIONS", "DATASETS", "OBJECTIVES", "OOD_SETS", "AugmentConfig", "DataConfig", "EvaluateConfig",
+           "GenerateConfig", "HdgeConfig", "HdgeJemConfig", "JemConfig", "JemppConfig", "ModelConfig", "Params",
+           "ParamsError", "PretrainConfig", "SadaJemConfig", "SoftmaxConfig", "TrainCommon", "TrainConfig",
+           "from_dict", "load_params", "load_raw", "params_hash", "parse_params", "section", "to_dict"]

@@ -1,0 +1,254 @@
+"""The schema of ``params.yaml``: one frozen dataclass per section, and the names the sections may use.
+
+There are no defaults: every tunable is written in ``params.yaml`` so that ``dvc params diff`` shows it.
+Comments give units and the papers' values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+DATASETS = ("shapes", "cifar10", "cifar100", "svhn")
+OOD_SETS = ("textures", "interp", "noise", "cifar10", "cifar100", "svhn", "celeba")
+# plus "local:<name>": any image folder at data/raw/ood/<name>/ (letters, digits, _ and - in <name>)
+LOCAL_OOD = re.compile(r"local:[A-Za-z0-9_-]+")
+# image corruptions of the pretraining evaluation (implemented in ebm/pretrain/corruptions.py)
+CORRUPTIONS = ("gaussian_noise", "shot_noise", "gaussian_blur", "contrast", "brightness", "jpeg", "pixelate")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """One dataset. ``source``: ``procedural`` (the embedded ``shapes`` set, no files), ``torchvision``
+    (download when online, checksums verified) or ``local`` (folder of class subfolders or .tar.gz of them)."""
+    source: Literal["procedural", "torchvision", "local"]
+    n_train: int  # training images kept (0 = all); a stratified, seeded subset
+    n_test: int  # test images kept (0 = all)
+    n_ood: int  # images per OOD set (0 = as many as the test set)
+    ood: list[str]  # OOD sets written beside the dataset: names from OOD_SETS, or local:<name> (data/raw/ood/<name>/)
+    seed: int  # seed of the procedural generator and of the subset selection
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Wide-ResNet as in the JEM code: pre-activation blocks, LeakyReLU, optional norm/dropout."""
+    arch: Literal["wrn"]
+    depth: int  # 6n+4 (10, 16, 28, ...)
+    width: int  # widen factor k: stage widths 16k, 32k, 64k
+    norm: Literal["none", "batch", "group", "instance"]
+    dropout: float  # dropout probability between the two convs of a block
+    leak: float  # LeakyReLU negative slope (JEM: 0.2)
+    init: Literal["pytorch", "kaiming"]  # conv init: PyTorch defaults (JEM code) or Kaiming-normal, zero bias
+
+
+@dataclass(frozen=True)
+class TrainCommon:
+    """Settings shared by every objective."""
+    seed: int
+    steps: int  # optimizer steps
+    batch_size: int  # labelled images per step (cross-entropy branch)
+    optimizer: Literal["adam", "sgd"]
+    lr: float  # peak learning rate
+    momentum: float  # SGD momentum (ignored by Adam)
+    weight_decay: float
+    warmup_steps: int  # linear warm-up from 0 over this many steps
+    decay_at: list[float]  # fractions of `steps` at which lr is multiplied by `decay_factor`
+    decay_factor: float
+    data_noise: float  # std of Gaussian noise added to training images, in [-1, 1] pixel units
+    diverge_threshold: float  # |loss| above this counts as divergence
+    energy_gap_threshold: float  # |mean E(data) - mean E(samples)| above this counts as divergence
+    max_retries: int  # roll-backs after divergence before the run stops with DivergenceError
+    retry_lr_factor: float  # lr multiplier applied at each roll-back
+
+
+@dataclass(frozen=True)
+class SoftmaxConfig:
+    """Plain classifier: cross-entropy only."""
+    label_smoothing: float
+
+
+@dataclass(frozen=True)
+class JemConfig:
+    """JEM (Grathwohl et al. 2020): CE + maximum likelihood of p(x) with PCD-SGLD."""
+    px_weight: float  # weight of the log p(x) surrogate
+    pxy_weight: float  # weight of the optional log p(x|y) term with class-conditional chains (paper: 0)
+    sgld_steps: int  # K, SGLD steps per training step
+    sgld_lr: float  # alpha, step size on grad_x log p~(x)
+    sgld_std: float  # sigma, Langevin noise std
+    buffer_size: int  # persistent replay buffer size (images)
+    reinit_freq: float  # probability a chain restarts from U(-1, 1)
+    sample_batch_size: int  # chains advanced per training step
+    energy_l2: float  # weight of (E(x+)^2 + E(x~)^2), 0 = off (JEM default)
+
+
+@dataclass(frozen=True)
+class JemppConfig:
+    """JEM++ (Yang & Ji 2021): JEM with informative init and proximal (clipped, projected) SGLD."""
+    px_weight: float
+    pxy_weight: float  # weight of the optional log p(x|y) term with class-conditional chains (paper: 0)
+    sgld_steps: int  # M outer steps (paper script: 10)
+    sgld_lr: float  # step per outer step = N inner steps × inner lr (5 × 0.2 = 1.0)
+    sgld_std: float  # Langevin noise (released config: 0)
+    grad_clip: float  # per-pixel gradient clip (1.0); 0 = off
+    buffer_size: int
+    reinit_freq: float
+    sample_batch_size: int
+    energy_l2: float
+    init: Literal["informative", "uniform"]  # class-conditional Gaussians fitted on the data, or U(-1, 1)
+    init_jitter: float  # added to each class covariance's diagonal (1e-4)
+    sample_mode: Literal["train", "eval"]  # model mode while sampling (JEM++: train, BN batch stats)
+
+
+@dataclass(frozen=True)
+class SadaJemConfig:
+    """SADA-JEM (Yang, Su & Ji 2023): JEM++'s sampler with K=5, SAM, no augmentation in the p(x) branch."""
+    px_weight: float
+    pxy_weight: float  # weight of the optional log p(x|y) term with class-conditional chains (paper: 0)
+    sgld_steps: int  # K (paper script: 5)
+    sgld_lr: float
+    sgld_std: float
+    grad_clip: float
+    buffer_size: int
+    reinit_freq: float
+    sample_batch_size: int
+    energy_l2: float  # code's l2_coeff, 0 in the paper recipe
+    init: Literal["informative", "uniform"]
+    init_jitter: float
+    sample_mode: Literal["train", "eval"]
+    rho: float  # SAM neighbourhood radius (code default 2.0)
+    adaptive: bool  # ASAM (the code switches it on for rho >= 0.5)
+
+
+@dataclass(frozen=True)
+class HdgeConfig:
+    """HDGE (Liu & Abbeel 2020): CE + contrastive approximation of log q(x|y) over a logit memory."""
+    ce_weight: float  # weight of cross-entropy (code: --pyxce 1)
+    contrast_weight: float  # weight of the contrastive term (code: --pxycontrast 1)
+    temperature: float  # tau (paper/code: 0.1)
+    queue_size: int  # K stored negatives (paper: 65,536)
+    normalisation: Literal["l2", "softmax"]  # of logits over classes before contrasting (code: l2)
+    positive: Literal["compressed", "direct"]  # log(e^z_y + C - 1) as paper+code, or z_y as the formula
+
+
+@dataclass(frozen=True)
+class HdgeJemConfig:
+    """HDGE + JEM's SGLD maximum-likelihood term ("UDGE + marginal likelihood")."""
+    ce_weight: float
+    contrast_weight: float
+    temperature: float
+    queue_size: int
+    normalisation: Literal["l2", "softmax"]
+    positive: Literal["compressed", "direct"]
+    px_weight: float
+    sgld_steps: int
+    sgld_lr: float
+    sgld_std: float
+    buffer_size: int
+    reinit_freq: float
+    sample_batch_size: int
+    energy_l2: float
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation of one dataset (both branches; SADA-JEM's p(x) branch never)."""
+    crop: bool  # reflect-pad 4 + random crop back to 32 (all four papers)
+    flip: bool  # random horizontal flip (CIFAR: yes; SVHN: no, digits are not mirror-symmetric)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    common: TrainCommon
+    augment: dict[str, AugmentConfig]  # per dataset
+    softmax: SoftmaxConfig
+    jem: JemConfig
+    jempp: JemppConfig
+    sada_jem: SadaJemConfig
+    hdge: HdgeConfig
+    hdge_jem: HdgeJemConfig
+
+
+# the objectives are the sub-sections of `train` other than `common` and `augment` (ebm/objectives/REGISTRY
+# must match)
+OBJECTIVES = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("common", "augment"))
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Hybrid generative-contrastive pretraining (after Kim, Kim & Lee 2021): a causal ViT over patches
+    whose pooled features get NT-Xent over two augmented views, and an autoregressive decoder head whose
+    NLL (bits/dim) is the generative loss. loss = w·NT-Xent + (1 − w)·bits/dim for each w in
+    ``contrastive_weights`` (w = 1: contrastive only; w = 0: generative only)."""
+    seed: int
+    steps: int  # optimizer steps per weight
+    batch_size: int  # images per step (each seen as two augmented views + once clean)
+    lr: float  # AdamW peak learning rate
+    weight_decay: float
+    warmup_steps: int  # linear warm-up, then cosine decay to 0
+    patch_size: int  # pixels per patch side (32 must be a multiple)
+    dim: int  # transformer width
+    encoder_depth: int  # causal transformer blocks of the encoder
+    decoder_depth: int  # causal transformer blocks of the decoder head
+    heads: int  # attention heads
+    mixtures: int  # discretized-logistic mixture components per sub-pixel
+    contrastive_weights: list[float]  # w in [0, 1]; one model per value
+    temperature: float  # NT-Xent tau
+    crop_scale: float  # smallest area fraction of the random resized crop
+    color_jitter: float  # brightness/contrast/saturation jitter strength
+    probe_steps: int  # full-batch L-BFGS/Adam steps of the linear probe on frozen features
+    probe_lr: float
+    knn_k: int  # representation OOD score: mean cosine similarity to the k nearest training features
+    corruptions: list[str]  # names from ebm.pretrain.corruptions.CORRUPTIONS
+    severities: list[int]  # 1..5
+    eval_batch_size: int
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Samples from each trained model, drawn with the model's own sampler and initialisation (JEM: SGLD
+    from U(-1, 1); JEM++/SADA-JEM: clipped, projected steps from the class Gaussians; softmax and hdge,
+    which train none: JEM's SGLD with ``sgld_lr``/``sgld_std``), plus the replay buffer of models trained
+    with one. ``mode``: ``fresh`` runs each of ``n_samples`` chains ``sgld_steps`` steps from the init;
+    ``persistent`` is JEM's evaluation recipe: a buffer of ``n_samples`` chains, ``calls`` calls that each
+    advance ``batch_size`` chains drawn from it by ``sgld_steps`` steps, re-initialising ``reinit_freq``."""
+    seed: int
+    mode: Literal["fresh", "persistent"]
+    n_samples: int  # fresh chains, or the persistent buffer's size; the IS/FID sample size (papers: 10,000)
+    n_per_class: int  # fresh class-conditional chains per class
+    calls: int  # persistent mode: sampler calls on the buffer (JEM README: >= 1,000)
+    reinit_freq: float  # persistent mode: chance a drawn chain restarts from the init (JEM: 0.05)
+    sgld_steps: int  # steps per chain (fresh) or per call (persistent) (JEM README: 40)
+    sgld_lr: float  # step size of objectives without a sampler of their own (softmax, hdge)
+    sgld_std: float  # noise of those
+    batch_size: int  # chains advanced at once
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    seed: int
+    batch_size: int
+    ece_bins: int  # equal-width confidence bins (papers: 20)
+    test_noise: float  # std of Gaussian noise added to test and OOD images (JEM code: 0.03)
+    pgd_images: int  # test images attacked (SADA-JEM: 1,000); 0 = no robustness evaluation
+    pgd_steps: int  # PGD iterations (SADA-JEM: 50, JEM: 40)
+    pgd_restarts: int  # random restarts; an image counts as robust only if it survives all of them
+    pgd_linf_eps: list[float]  # L-inf budgets in 1/255 of the [0, 1] pixel range (SADA-JEM: 1..30)
+    pgd_linf_step: float  # L-inf step, same units (SADA-JEM: 2)
+    pgd_l2_eps: list[float]  # L2 budgets in 1/255 of the [0, 1] range (HybViT: 50..400)
+    pgd_l2_step_frac: float  # L2 step as a fraction of eps (2.5 · eps / steps is Madry's rule)
+    fid_reference: Literal["train", "test"]  # real images FID compares with (JEM++/SADA-JEM: train + test)
+    fid_real_images: int  # real images for FID statistics (0 = all of the reference split)
+    inception_weights: str  # "" = torch-fidelity's download; else a local weights file (env EBM_INCEPTION_WEIGHTS wins)
+
+
+@dataclass(frozen=True)
+class Params:
+    objectives: list[str]
+    datasets: list[str]
+    data: dict[str, DataConfig]
+    model: ModelConfig
+    train: TrainConfig
+    pretrain: PretrainConfig
+    generate: GenerateConfig
+    evaluate: EvaluateConfig
