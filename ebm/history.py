@@ -1,32 +1,7 @@
-"""Training history as CSV (for `dvc plots`) and TensorBoard scalars."""
+"""TensorBoard scalars of a run (its history.csv: :mod:`ebm.artifacts`)."""
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
-
-from ebm.io import atomic_write_text
-
-
-def history_csv(rows: list[dict]) -> str:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
-def write_history(path: str | Path, rows: list[dict]) -> None:
-    atomic_write_text(path, history_csv(rows))
-
-
-def read_history(path: str | Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 class TensorBoardLogger:

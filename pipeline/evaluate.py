@@ -1,31 +1,19 @@
 """Stage `evaluate`: accuracy, NLL, ECE + reliability bins, OOD AUROC, PGD robustness, IS/FID; writes metrics.json."""
 from __future__ import annotations
 
-import csv
-import io
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from ebm.artifacts import read_samples, write_metrics, write_reliability, write_scores
 from ebm.checkpoint import load_checkpoint
 from ebm.data import load_dataset
 from ebm.eval.ood import roc_curve
 from ebm.eval.run import evaluate, robustness, sample_quality
-from ebm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ebm.io import atomic_write_text
 from ebm.provenance import pick_device, provenance
 from pipeline.common import base_parser, run, stage_params
-
-
-def reliability_csv(bins: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["bin_lo", "bin_hi", "count", "confidence", "accuracy"])
-    for b in bins:
-        if b["count"]:  # empty bins have no confidence or accuracy; plots skip them
-            w.writerow([f"{b['lo']:.4f}", f"{b['hi']:.4f}", b["count"], f"{b['confidence']:.6f}",
-                        f"{b['accuracy']:.6f}"])
-    return buf.getvalue()
 
 
 def robustness_csv(rob: dict | None) -> str:
@@ -63,10 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         raise CheckpointError(f"{args.checkpoint}: trained on classes {ckpt['classes']}, "
                               f"but {args.data} has {data.classes}")
     cfg = sp.params.evaluate
-    samples = None
-    if args.samples is not None:
-        with np.load(args.samples, allow_pickle=False) as z:
-            samples = {k: z[k] for k in z.files}
+    samples = read_samples(args.samples) if args.samples is not None else None
     metrics, bins, scores = evaluate(model, data, cfg, device, progress=not args.no_progress)
     metrics["robustness"] = robustness(model, data, cfg, device, progress=not args.no_progress)
     if samples is not None:
@@ -77,13 +62,11 @@ def main(argv: list[str] | None = None) -> None:
                     "provenance": provenance(params_hash=sp.hash, seed=sp.params.evaluate.seed, device=device,
                                              sections=sp.sections),
                     "train_provenance": {k: meta.get(k) for k in ("params_hash", "git_revision", "seed", "device")}})
-    buf = io.BytesIO()
-    np.savez(buf, **{k.replace("/", "__"): v for k, v in scores.items()})
-    atomic_write_bytes(out / "scores.npz", buf.getvalue())
-    atomic_write_text(out / "reliability.csv", reliability_csv(bins))
+    write_scores(out / "scores.npz", scores)
+    write_reliability(out / "reliability.csv", bins)
     atomic_write_text(out / "robustness.csv", robustness_csv(metrics["robustness"]))
     atomic_write_text(out / "roc.csv", roc_csv(scores))
-    atomic_write_json(out / "metrics.json", metrics)
+    write_metrics(out / "metrics.json", metrics)
     ood = ", ".join(f"{k}: {v['logpx']:.3f}/{v['maxprob']:.3f}" for k, v in metrics["ood_auroc"].items())
     print(f"accuracy {metrics['accuracy']:.4f}  ECE {metrics['ece']:.4f}  AUROC logpx/maxprob {ood}")
     if metrics["robustness"]:

@@ -3,7 +3,6 @@ own sampler; writes samples.npz, grids/*.png (+ captions.json naming the sampler
 from __future__ import annotations
 
 import io
-import json
 import sys
 from pathlib import Path
 
@@ -11,11 +10,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ebm.checkpoint import load_checkpoint
+from ebm.artifacts import write_captions, write_samples
 from ebm.augment import to_tensor
+from ebm.checkpoint import load_checkpoint
 from ebm.data import load_dataset
 from ebm.generate import find_buffer, generate, grids, objective_sampler
-from ebm.io import atomic_dir, atomic_write_bytes
+from ebm.io import atomic_dir
 from ebm.provenance import pick_device
 from pipeline.common import base_parser, run, stage_params
 
@@ -65,10 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_dir(out / "grids") as tmp:
         for name, img in images.items():
             (tmp / f"{name}.png").write_bytes(_png(img))
-        (tmp / "captions.json").write_text(json.dumps({k: captions[k] for k in images}, indent=1) + "\n")
-    buf = io.BytesIO()
-    np.savez(buf, **samples, classes=np.array(ckpt["classes"]), params_hash=np.array(sp.hash))
-    atomic_write_bytes(out / "samples.npz", buf.getvalue())
+        write_captions(tmp, {k: captions[k] for k in images})
+    write_samples(out / "samples.npz", samples, classes=ckpt["classes"], params_hash=sp.hash)
     _tensorboard(args.logdir, images)
     print(f"{meta.get('objective')} on {meta.get('dataset')}: {', '.join(images)} samples → {out}")
 

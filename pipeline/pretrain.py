@@ -9,13 +9,13 @@ import contextlib
 import sys
 from pathlib import Path
 
+from ebm.artifacts import write_history, write_metrics
 from ebm.data import load_dataset
 from ebm.distributed import joined, relaunch_under_torchrun
-from ebm.history import TensorBoardLogger, write_history
-from ebm.io import atomic_dir, atomic_write_json, remove_outputs
+from ebm.history import TensorBoardLogger
+from ebm.io import atomic_dir, remove_outputs
 from ebm.pretrain.evaluate import corruption_set, evaluate_pretrained
-from ebm.checkpoint import save_pretrained
-from ebm.pretrain.train import pretrain_one
+from ebm.pretrain.train import pretrain_one, save_pretrained
 from ebm.provenance import pick_device, provenance
 from pipeline.common import base_parser, run, stage_params
 
@@ -61,7 +61,7 @@ def _pretrain_all(args, sp, data, world, device) -> None:
                   f"corrupted {m['corruption_accuracy']['mean']}  AUROC bpd/knn {ood}  ({seconds:.0f}s)")
     if world.main:
         write_history(out / "history.csv", history)
-        atomic_write_json(out / "metrics.json", {"dataset": args.dataset, "runs": runs, "provenance": prov})
+        write_metrics(out / "metrics.json", {"dataset": args.dataset, "runs": runs, "provenance": prov})
 
 
 if __name__ == "__main__":

@@ -8,16 +8,16 @@ from ebm.io import atomic_dir
 from ebm.provenance import git_revision
 from ebm.report import write_report
 from pipeline.common import base_parser, run, stage_params
+from pipeline.stages import report_inputs
 
 
 def main(argv: list[str] | None = None) -> None:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--root", default="data", help="folder holding the train/, generate/, evaluate/ outputs")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     sp = stage_params(args.params, "report")
     with atomic_dir(args.out) as tmp:
-        info = write_report(Path(args.root), tmp, sp.params.objectives, sp.params.datasets,
+        info = write_report(Path("."), tmp, sp.params.objectives, sp.params.datasets, inputs=report_inputs(),
                             provenance={"params_hash": sp.hash, "git_revision": git_revision(),
                                         "objectives": sp.params.objectives, "datasets": sp.params.datasets})
     print(f"report: {Path(args.out) / 'index.html'} ({info['runs']} runs"

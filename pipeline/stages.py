@@ -116,7 +116,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     ),
     Stage(
         name="report",
-        cmd="python -m pipeline.report --params params.yaml --root data --out data/report",
+        cmd="python -m pipeline.report --params params.yaml --out data/report",
         deps=[PARAMS_OK, "data/train", "data/generate", "data/evaluate", "data/pretrain"],
         outs=["data/report"],
         params=["objectives", "datasets"],
@@ -124,6 +124,16 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
 ]}
 
 ORDER = ["params", "data", "pretrain", "train", "generate", "evaluate", "report"]
+
+
+def report_inputs() -> dict[str, str]:
+    """The upstream outputs the report reads (ebm.report.INPUTS → path template), taken from this table."""
+    def out(stage: str, name: str) -> str:
+        return next(p for p in STAGES[stage].declared_outputs() if p.rsplit("/", 1)[-1] == name)
+    return {"metrics": out("evaluate", "metrics.json"), "scores": out("evaluate", "scores.npz"),
+            "reliability": out("evaluate", "reliability.csv"), "summary": out("train", "summary.json"),
+            "history": out("train", "history.csv"), "grids": out("generate", "grids"),
+            "pretrain_metrics": out("pretrain", "metrics.json"), "pretrain_history": out("pretrain", "history.csv")}
 
 
 def fill(template: str, **wildcards: str) -> str:

@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 from ebm import env
+from ebm.artifacts import write_history, write_metrics
 from ebm.checkpoint import ResumeStore, save_checkpoint
 from ebm.config import to_dict
 from ebm.data import load_dataset
 from ebm.distributed import joined, relaunch_under_torchrun
-from ebm.history import TensorBoardLogger, write_history
-from ebm.io import atomic_write_json, sha256_file
+from ebm.history import TensorBoardLogger
+from ebm.io import sha256_file
 from ebm.provenance import pick_device, provenance
 from ebm.rank_resume import RankResumeStore, check_world
 from ebm.train import train
@@ -96,7 +97,7 @@ def _write_outputs(args, sp, data, device, world, result, inputs: dict) -> None:
                           "train": to_dict(getattr(sp.params.train, args.objective)), **prov})
     write_history(out / "history.csv", result.history)
     last = result.history[-1]
-    atomic_write_json(out / "summary.json", {
+    write_metrics(out / "summary.json", {
         "objective": args.objective, "dataset": args.dataset, "steps": sp.params.train.common.steps,
         "train_seconds": round(result.seconds, 2), "final_loss": last["loss"], "final_batch_acc": last["acc"],
         "divergence_retries": result.retries, "resumed_from_step": result.resumed_from,

@@ -224,6 +224,7 @@ def test_full_disk_is_one_line_and_leaves_nothing(workdir, monkeypatch, capsys):
 
 def test_markdown_report_is_escaped(tmp_path):
     from ebm.report import write_report
+    from pipeline.stages import report_inputs
     from tests.test_report import make_tree
     make_tree(tmp_path / "data")
     evil = "<img src=x onerror=alert(1)>"
@@ -232,7 +233,7 @@ def test_markdown_report_is_escaped(tmp_path):
     metrics["sample_quality"]["fresh"]["reason"] = evil
     m.write_text(json.dumps(metrics))
     (tmp_path / "report").mkdir()
-    write_report(tmp_path / "data", tmp_path / "report", ["jem"], ["shapes"], provenance={"p": evil})
+    write_report(tmp_path, tmp_path / "report", ["jem"], ["shapes"], inputs=report_inputs(), provenance={"p": evil})
     page, text = (tmp_path / "report/index.html").read_text(), (tmp_path / "report/report.md").read_text()
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in text.split("## Provenance")[0]

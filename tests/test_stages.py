@@ -115,7 +115,7 @@ def test_every_stage_script_on_tiny_settings(workdir):
             "--out", f"data/generate/{obj}/shapes", "--logdir", f"logs/{obj}/shapes")
         _ok(evaluate.main, "--checkpoint", f"data/train/{obj}/shapes/model.pt", "--data", "data/datasets/shapes",
             "--samples", f"data/generate/{obj}/shapes/samples.npz", "--out", f"data/evaluate/{obj}/shapes")
-    _ok(report.main, "--root", "data", "--out", "data/report")
+    _ok(report.main, "--out", "data/report")
 
     # train: checkpoint loads with weights_only, history has every loss term, TensorBoard has scalars
     model, ckpt = load_checkpoint("data/train/jem/shapes/model.pt")
