@@ -147,7 +147,7 @@ class Trainer:
         self.net = wrap(self.model, world, device)  # DDP with several processes; forward passes go through it
         self.model = unwrap(self.net)  # the weights (SyncBatchNorm may have replaced modules)
         self.opt = make_optimizer(self.model, c)
-        if getattr(self.objective, "sam", None):
+        if self.objective.uses_sam:
             self.opt = SAM(self.opt, **self.objective.sam)
         self.lab = BatchStream(len(self.y_all), c.batch_size, self.gen)
         self.unl = BatchStream(len(self.y_all), c.batch_size, self.gen)

@@ -22,12 +22,28 @@ class Batch:
 
 
 class Objective:
-    """Base class; subclasses set ``name`` and implement :meth:`loss`."""
+    """What the train loop may ask of an objective; subclasses set ``name`` and implement :meth:`loss`.
+
+    - :meth:`loss`: the scalar to minimise and the scalars to log (``loss`` and ``acc`` among them);
+    - :attr:`sam`: SAM's settings (``rho``, ``adaptive``) when the loop must wrap its optimizer in SAM,
+      else None; then :meth:`perturbed_loss` is the loss of SAM's second pass at w + ε(w);
+    - :meth:`reset_sampler`: re-initialise sampler state after a divergence;
+    - :meth:`state_dict` / :meth:`load_state_dict`: the state to save with a checkpoint and restore
+      on resume (plain tensors and dicts); :meth:`to` moves it to a device.
+    """
 
     name: str = ""
+    sam: dict | None = None
+
+    @property
+    def uses_sam(self) -> bool:
+        return self.sam is not None
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def perturbed_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError(f"objective {self.name!r} does not use SAM")
 
     def to(self, device: torch.device | str) -> "Objective":
         return self

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ebm.config import HdgeConfig, HdgeJemConfig, JemConfig, TrainCommon
+from ebm.config import HdgeConfig, HdgeJemConfig, TrainCommon
 from ebm.distributed import gather_cat
 from ebm.objectives.base import Batch, Objective
 from ebm.objectives.jem import JEM
@@ -128,10 +128,7 @@ class HDGEJEM(HDGE):
     def __init__(self, cfg: HdgeJemConfig, common: TrainCommon, *, n_classes: int, image_shape: tuple[int, ...],
                  data: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__(cfg, common, n_classes=n_classes, image_shape=image_shape)
-        jem_cfg = JemConfig(px_weight=cfg.px_weight, pxy_weight=0.0, sgld_steps=cfg.sgld_steps, sgld_lr=cfg.sgld_lr,
-                            sgld_std=cfg.sgld_std, buffer_size=cfg.buffer_size, reinit_freq=cfg.reinit_freq,
-                            sample_batch_size=cfg.sample_batch_size, energy_l2=cfg.energy_l2)
-        self.jem = JEM(jem_cfg, common, n_classes=n_classes, image_shape=image_shape)
+        self.jem = JEM(cfg, common, n_classes=n_classes, image_shape=image_shape)  # its p(x) term and sampler
 
     def to(self, device: torch.device | str) -> "HDGEJEM":
         super().to(device)

@@ -21,11 +21,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ebm.config import TrainCommon
+from ebm.config import HdgeJemConfig, JemConfig, JemppConfig, SadaJemConfig, TrainCommon
 from ebm.models import log_px
 from ebm.objectives.base import Batch, Objective
 from ebm.informative_init import ClassGaussians
 from ebm.sampling import ChainSampler, ReplayBuffer, uniform_init
+
+
+# the sections JEM's p(x) term and sampler are built from: each has px_weight, the sgld_* keys, buffer_size,
+# reinit_freq, sample_batch_size, energy_l2 (sample_mode, init, init_jitter where present). JEM.loss also
+# reads pxy_weight; hdge_jem uses only JEM.px_terms and sample.
+PxSection = JemConfig | JemppConfig | SadaJemConfig | HdgeJemConfig
 
 
 class JEM(Objective):
@@ -40,7 +46,7 @@ class JEM(Objective):
     grad_clip = 0.0  # per-pixel gradient clip in SGLD (0 = off)
     clamp = False  # project samples onto [-1, 1] after each step
 
-    def __init__(self, cfg, common: TrainCommon, *, n_classes: int, image_shape: tuple[int, ...],
+    def __init__(self, cfg: PxSection, common: TrainCommon, *, n_classes: int, image_shape: tuple[int, ...],
                  data: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.cfg = cfg
         self.device: torch.device | str = "cpu"

@@ -22,7 +22,7 @@ class SADAJEM(JEMPP):
     name = "sada_jem"
 
     @property
-    def sam(self) -> dict:
+    def sam(self) -> dict:  # type: ignore[override]
         """The train loop wraps its optimizer in SAM with these settings."""
         return {"rho": self.cfg.rho, "adaptive": self.cfg.adaptive}
 
