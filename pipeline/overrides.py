@@ -15,8 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from ebm.config import load_raw, parse_params
-from ebm.errors import ParamsError
+from ebm.config import ParamsError, load_raw, parse_params
 
 
 def leaves(d: dict, prefix: str = "") -> list[tuple[str, object]]:

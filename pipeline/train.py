@@ -10,8 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from ebm import env
-from ebm.artifacts import write_history, write_metrics
+from ebm import artifacts, env
 from ebm.checkpoint import ResumeStore, save_checkpoint
 from ebm.config import to_dict
 from ebm.data import load_dataset
@@ -95,9 +94,9 @@ def _write_outputs(args, sp, data, device, world, result, inputs: dict) -> None:
                     objective_state=result.objective.state_dict(),
                     meta={"objective": args.objective, "dataset": args.dataset,
                           "train": to_dict(getattr(sp.params.train, args.objective)), **prov})
-    write_history(out / "history.csv", result.history)
+    artifacts.write_history(out / "history.csv", result.history)
     last = result.history[-1]
-    write_metrics(out / "summary.json", {
+    artifacts.write_metrics(out / "summary.json", {
         "objective": args.objective, "dataset": args.dataset, "steps": sp.params.train.common.steps,
         "train_seconds": round(result.seconds, 2), "final_loss": last["loss"], "final_batch_acc": last["acc"],
         "divergence_retries": result.retries, "resumed_from_step": result.resumed_from,
