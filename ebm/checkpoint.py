@@ -93,7 +93,20 @@ def load_pretrained(path: str | Path, build: Callable[[PretrainConfig], nn.Modul
 
 
 # ----------------------------------------------------------------------------------------------------
-# Resume state of a train run
+# Resume state of a train run: one file (ResumeStore) or one per rank under DDP (ebm/rank_resume.py)
+
+def write_resume_state(path: str | Path, stamp: str, trainer_state: dict, **extra) -> None:
+    """``stamp``: what the state is only valid for (params, data, code); ``extra``: e.g. the rank."""
+    atomic_torch_save(path, {"format": RESUME_FORMAT, "params_hash": stamp, **extra, "trainer": trainer_state})
+
+
+def read_resume_state(path: str | Path) -> dict:
+    """The file's dict; :class:`CheckpointError` when it is unreadable, foreign or holds no trainer state."""
+    state = read_checkpoint(path, RESUME_FORMAT, "resume state")
+    if not (isinstance(state.get("trainer"), dict) and "step" in state["trainer"]):
+        raise CheckpointError(f"{path}: not a resume state of this project (no trainer state with a step)")
+    return state
+
 
 class ResumeStore:
     """A run's resume state in ``folder/state.pt``, stamped with ``stamp``: the train stage passes a hash
@@ -108,12 +121,9 @@ class ResumeStore:
         if not self.path.is_file():
             return None
         try:
-            state = read_checkpoint(self.path, RESUME_FORMAT, "resume state")
+            state = read_resume_state(self.path)
         except CheckpointError as e:  # a truncated file cannot happen (atomic writes), a foreign one can
             self.log(f"resume: unusable state ({e}); starting fresh")
-            return None
-        if not (isinstance(state.get("trainer"), dict) and "step" in state["trainer"]):
-            self.log(f"resume: {self.path} is unusable (not a resume state of this project); starting fresh")
             return None
         if state.get("params_hash") != self.hash:
             self.log(f"resume: {self.path} was written for other params, data or code (stamp "
@@ -122,7 +132,7 @@ class ResumeStore:
         return state["trainer"]  # train() says "continuing from step …" once it has loaded
 
     def save(self, trainer_state: dict) -> None:
-        atomic_torch_save(self.path, {"format": RESUME_FORMAT, "params_hash": self.hash, "trainer": trainer_state})
+        write_resume_state(self.path, self.hash, trainer_state)
 
     def finish(self) -> None:
         """The run's outputs are written: drop the state; the folder stays (a DVC output) with a note."""

@@ -4,7 +4,8 @@ Rank r of W writes ``state.rank<r>-of<W>.step<S>.pt`` (its replay-buffer shard, 
 queue, and the model and optimizer, which all ranks share). A rank deletes its older files only after
 every rank has written step S (a barrier), so at any moment each rank holds the newest step that all
 ranks completed; :meth:`RankResumeStore.load` agrees on it with one all-reduce (MIN). A single process
-keeps ``state.pt`` (the train stage's ResumeStore). A state written by another number of processes is
+keeps ``state.pt`` (the train stage's ResumeStore). Both write and read their files through
+:mod:`ebm.checkpoint` (one format, one loader). A state written by another number of processes is
 refused with an error that says how to resume it (:func:`check_world`).
 """
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+from ebm.checkpoint import read_resume_state, write_resume_state
 from ebm.distributed import World, WorldSizeError, barrier
-from ebm.io import atomic_torch_save, atomic_write_text
+from ebm.io import atomic_write_text
 
 _NAME = re.compile(r"state\.rank(\d+)-of(\d+)\.step(\d+)\.pt")
 README = ("Resume state of a train stage: state.pt (one process) or state.rank<r>-of<W>.step<S>.pt (one file "
@@ -72,7 +74,7 @@ class RankResumeStore:
         step = int(latest)
         if step < 0:
             return None
-        state = torch.load(mine[step], map_location="cpu", weights_only=True)
+        state = read_resume_state(mine[step])  # a foreign or corrupt file: CheckpointError naming it
         if state.get("params_hash") != self.hash:  # the hash is the same on every rank: all start fresh
             self.log(f"resume: {mine[step]} was written with other params; starting fresh")
             return None
@@ -82,8 +84,8 @@ class RankResumeStore:
 
     def save(self, trainer_state: dict) -> None:
         step = int(trainer_state["step"])
-        atomic_torch_save(self._file(step), {"params_hash": self.hash, "world_size": self.world.size,
-                                             "rank": self.world.rank, "trainer": trainer_state})
+        write_resume_state(self._file(step), self.hash, trainer_state, world_size=self.world.size,
+                           rank=self.world.rank)
         barrier()  # every rank holds step S now: the others (older, or left by an earlier run) may go
         for s, p in self._mine().items():
             if s != step:

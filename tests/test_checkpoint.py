@@ -48,3 +48,18 @@ def test_a_foreign_or_corrupt_resume_state_is_named_and_ignored(tmp_path):
     assert store.load() == {"step": 3}
     store.finish()
     assert not store.path.exists() and (tmp_path / "README.txt").is_file()
+
+
+def test_per_rank_resume_files_go_through_the_same_format_and_loader(tmp_path):
+    from ebm.distributed import World
+    from ebm.rank_resume import RankResumeStore
+    store = RankResumeStore(tmp_path, "h", World(rank=1, local_rank=1, size=2), log=lambda _: None)
+    store.save({"step": 4, "x": torch.ones(2)})
+    store.save({"step": 8, "x": torch.zeros(2)})  # the older step goes (no other rank to wait for here)
+    assert [p.name for p in tmp_path.glob("state.*")] == ["state.rank1-of2.step8.pt"]
+    assert read_checkpoint(tmp_path / "state.rank1-of2.step8.pt", "resume-1", "resume state")["rank"] == 1
+    assert store.load()["step"] == 8
+    assert RankResumeStore(tmp_path, "other", World(1, 1, 2), log=lambda _: None).load() is None
+    torch.save({"params_hash": "h", "trainer": {"step": 9}}, tmp_path / "state.rank1-of2.step9.pt")  # no format
+    with pytest.raises(CheckpointError, match=r"state\.rank1-of2\.step9\.pt: not a resume state of this project"):
+        store.load()
