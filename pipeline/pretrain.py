@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _pretrain_all(args, sp, data, world, device) -> None:
-    cfg = sp.params.pretrain
-    out = Path(args.out)
+    cfg, out = sp.params.pretrain, Path(args.out)
     if world.main:
         remove_outputs(out / "metrics.json")  # a failed run must not leave the old metrics looking current
     prov = provenance(params_hash=sp.hash, seed=cfg.seed, device=device, sections=sp.sections, world_size=world.size)
