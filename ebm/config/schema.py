@@ -169,8 +169,7 @@ class TrainConfig:
     hdge_jem: HdgeJemConfig
 
 
-# the objectives are the sub-sections of `train` other than `common` and `augment` (ebm/objectives/REGISTRY
-# must match)
+# the objectives: the sub-sections of `train` but `common` and `augment` (ebm/objectives/REGISTRY must match)
 OBJECTIVES = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("common", "augment"))
 
 
@@ -206,12 +205,9 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    """Samples from each trained model, drawn with the model's own sampler and initialisation (JEM: SGLD
-    from U(-1, 1); JEM++/SADA-JEM: clipped, projected steps from the class Gaussians; softmax and hdge,
-    which train none: JEM's SGLD with ``sgld_lr``/``sgld_std``), plus the replay buffer of models trained
-    with one. ``mode``: ``fresh`` runs each of ``n_samples`` chains ``sgld_steps`` steps from the init;
-    ``persistent`` is JEM's evaluation recipe: a buffer of ``n_samples`` chains, ``calls`` calls that each
-    advance ``batch_size`` chains drawn from it by ``sgld_steps`` steps, re-initialising ``reinit_freq``."""
+    """Samples from each model with its own sampler and init (JEM: SGLD from U(-1, 1); JEM++/SADA-JEM: clipped,
+    projected steps from the class Gaussians; softmax, hdge: JEM's SGLD), plus the replay buffer if it has one.
+    ``mode``: ``fresh`` chains from the init, or ``persistent`` (JEM's recipe: ``calls`` calls on a buffer)."""
     seed: int
     mode: Literal["fresh", "persistent"]
     n_samples: int  # fresh chains, or the persistent buffer's size; the IS/FID sample size (papers: 10,000)
