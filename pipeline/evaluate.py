@@ -6,33 +6,30 @@ from pathlib import Path
 
 import numpy as np
 
-from ebm.artifacts import read_samples, write_metrics, write_reliability, write_scores
+from ebm.artifacts import read_samples, write_metrics, write_reliability, write_scores, write_series
 from ebm.checkpoint import load_checkpoint
 from ebm.data import load_dataset
 from ebm.eval.ood import roc_curve
 from ebm.eval.run import evaluate, robustness, sample_quality
-from ebm.io import atomic_write_text
 from ebm.provenance import pick_device, provenance
 from pipeline.common import base_parser, run, stage_params
 
 
-def robustness_csv(rob: dict | None) -> str:
-    rows = ["norm,eps,accuracy"]
-    for norm in ("linf", "l2"):
-        rows += [f"{norm},{eps},{acc:.6f}" for eps, acc in ((rob or {}).get(norm) or {}).items()]
-    return "\n".join(rows) + "\n"
+def robustness_series(rob: dict | None) -> dict[str, list[dict]]:
+    """PGD accuracy against eps, one series per norm (``robustness/<norm>.csv``)."""
+    return {norm: [{"eps": eps, "accuracy": acc} for eps, acc in ((rob or {}).get(norm) or {}).items()]
+            for norm in ("linf", "l2")}
 
 
-def roc_csv(scores: dict[str, np.ndarray]) -> str:
-    """ROC points per (OOD set, score) in long form, for `dvc plots` (in-distribution = test set)."""
-    rows = ["curve,fpr,tpr"]
+def roc_series(scores: dict[str, np.ndarray]) -> dict[str, list[dict]]:
+    """ROC points per OOD set and score (``roc/<set>-<score>.csv``; in-distribution = the test set)."""
+    series = {}
     for key, s_out in scores.items():
         name, score = key.split("/")
-        if name == "test":
-            continue
-        fpr, tpr = roc_curve(scores[f"test/{score}"], s_out, max_points=101)
-        rows += [f"{name}:{score},{f:.4f},{t:.4f}" for f, t in zip(fpr, tpr)]
-    return "\n".join(rows) + "\n"
+        if name != "test":
+            fpr, tpr = roc_curve(scores[f"test/{score}"], s_out, max_points=101)
+            series[f"{name}-{score}"] = [{"fpr": round(f, 4), "tpr": round(t, 4)} for f, t in zip(fpr, tpr)]
+    return series
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
                     "train_provenance": {k: meta.get(k) for k in ("params_hash", "git_revision", "seed", "device")}})
     write_scores(out / "scores.npz", scores)
     write_reliability(out / "reliability.csv", bins)
-    atomic_write_text(out / "robustness.csv", robustness_csv(metrics["robustness"]))
-    atomic_write_text(out / "roc.csv", roc_csv(scores))
+    write_series(out / "robustness", robustness_series(metrics["robustness"]), columns=("eps", "accuracy"))
+    write_series(out / "roc", roc_series(scores), columns=("fpr", "tpr"))
     write_metrics(out / "metrics.json", metrics)
     ood = ", ".join(f"{k}: {v['logpx']:.3f}/{v['maxprob']:.3f}" for k, v in metrics["ood_auroc"].items())
     print(f"accuracy {metrics['accuracy']:.4f}  ECE {metrics['ece']:.4f}  AUROC logpx/maxprob {ood}")

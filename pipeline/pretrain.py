@@ -9,7 +9,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from ebm.artifacts import write_history, write_metrics
+from ebm.artifacts import write_metrics, write_series
 from ebm.data import load_dataset
 from ebm.distributed import joined, relaunch_under_torchrun
 from ebm.history import TensorBoardLogger
@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> None:
 def _pretrain_all(args, sp, data, world, device) -> None:
     cfg, out = sp.params.pretrain, Path(args.out)
     if world.main:
-        remove_outputs(out / "metrics.json")  # a failed run must not leave the old metrics looking current
+        remove_outputs(out / "metrics.json", out / "info.json")  # a failed run must not leave old metrics looking current
     prov = provenance(params_hash=sp.hash, seed=cfg.seed, device=device, sections=sp.sections, world_size=world.size)
-    runs, history = {}, []
+    runs, history = {}, {}
     corrupted = corruption_set(data.x_test, cfg)
     with atomic_dir(out / "models") if world.main else contextlib.nullcontext() as models:
         for w in cfg.contrastive_weights:
@@ -51,7 +51,7 @@ def _pretrain_all(args, sp, data, world, device) -> None:
                 tb.close()
             if not world.main:
                 continue
-            history += rows
+            history[f"w{w:g}"] = rows
             save_pretrained(models / f"w{w:g}.pt", model, cfg, w, {"dataset": args.dataset, **prov})
             m = evaluate_pretrained(model, data, cfg, device, corrupted, progress=not args.no_progress)
             runs[f"w{w:g}"] = {"contrastive_weight": w, **m, "train_seconds": round(seconds, 2), "steps": cfg.steps}
@@ -59,7 +59,7 @@ def _pretrain_all(args, sp, data, world, device) -> None:
             print(f"w={w:g}: linear probe {m['linear_probe_accuracy']:.4f}  test {m['test_bpd']:.3f} bits/dim  "
                   f"corrupted {m['corruption_accuracy']['mean']}  AUROC bpd/knn {ood}  ({seconds:.0f}s)")
     if world.main:
-        write_history(out / "history.csv", history)
+        write_series(out / "history", history)
         write_metrics(out / "metrics.json", {"dataset": args.dataset, "runs": runs, "provenance": prov})
 
 

@@ -71,7 +71,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
              "--logdir logs/{objective}/{dataset} --resume-dir data/resume/{objective}/{dataset}"),
         matrix=("objective", "dataset"),
         deps=[PARAMS_OK, "data/datasets/{dataset}"],
-        outs=["data/train/{objective}/{dataset}/model.pt"],
+        outs=["data/train/{objective}/{dataset}/model.pt", "data/train/{objective}/{dataset}/info.json"],
         metrics=["data/train/{objective}/{dataset}/summary.json"],
         plots={"data/train/{objective}/{dataset}/history.csv": {"x": "step", "y": "loss"}},
         params=["model", "train.common", "train.augment.{dataset}", "train.{objective}"],
@@ -83,9 +83,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
              "--out data/pretrain/{dataset} --logdir logs/pretrain/{dataset}"),
         matrix=("dataset",),
         deps=[PARAMS_OK, "data/datasets/{dataset}"],
-        outs=["data/pretrain/{dataset}/models"],
+        outs=["data/pretrain/{dataset}/models", "data/pretrain/{dataset}/info.json"],
         metrics=["data/pretrain/{dataset}/metrics.json"],
-        plots={"data/pretrain/{dataset}/history.csv": {"x": "step", "y": "loss"}},
+        plots={"data/pretrain/{dataset}/history": {"x": "step", "y": "loss"}},  # one CSV per loss weight
         params=["pretrain"],
     ),
     Stage(
@@ -106,12 +106,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         matrix=("objective", "dataset"),
         deps=[PARAMS_OK, "data/train/{objective}/{dataset}/model.pt", "data/datasets/{dataset}",
               "data/generate/{objective}/{dataset}/samples.npz"],
-        outs=["data/evaluate/{objective}/{dataset}/scores.npz"],
+        outs=["data/evaluate/{objective}/{dataset}/scores.npz", "data/evaluate/{objective}/{dataset}/info.json"],
         metrics=["data/evaluate/{objective}/{dataset}/metrics.json"],
         plots={"data/evaluate/{objective}/{dataset}/reliability.csv": {"x": "confidence", "y": "accuracy"},
-               "data/evaluate/{objective}/{dataset}/robustness.csv": {"x": "eps", "y": "accuracy",
-                                                                      "template": "scatter"},
-               "data/evaluate/{objective}/{dataset}/roc.csv": {"x": "fpr", "y": "tpr", "template": "scatter"}},
+               # folders: one CSV per norm, one per OOD set and score
+               "data/evaluate/{objective}/{dataset}/robustness": {"x": "eps", "y": "accuracy"},
+               "data/evaluate/{objective}/{dataset}/roc": {"x": "fpr", "y": "tpr"}},
         params=["evaluate"],
     ),
     Stage(
@@ -133,7 +133,7 @@ def report_inputs() -> dict[str, str]:
     return {"metrics": out("evaluate", "metrics.json"), "scores": out("evaluate", "scores.npz"),
             "reliability": out("evaluate", "reliability.csv"), "summary": out("train", "summary.json"),
             "history": out("train", "history.csv"), "grids": out("generate", "grids"),
-            "pretrain_metrics": out("pretrain", "metrics.json"), "pretrain_history": out("pretrain", "history.csv")}
+            "pretrain_metrics": out("pretrain", "metrics.json"), "pretrain_history": out("pretrain", "history")}
 
 
 def fill(template: str, **wildcards: str) -> str:

@@ -1,4 +1,5 @@
 """Each stage-to-stage file format: what its writer writes, its reader reads back."""
+import json
 import math
 
 import numpy as np
@@ -10,10 +11,24 @@ from pipeline.stages import STAGES, report_inputs
 
 
 def test_metrics_round_trip_and_missing(tmp_path):
-    m = {"accuracy": 0.25, "ood_auroc": {"noise": {"logpx": 0.5}}, "sample_quality": {"fresh": {"is": None}}}
+    m = {"accuracy": 0.25, "ood_auroc": {"noise": {"logpx": 0.5}}, "eps": [0, 2],
+         "sample_quality": {"fresh": {"is": None, "n_fake": 4, "reason": "no weights"}},
+         "objective": "jem", "provenance": {"seed": 0, "device": "cpu", "bf16": False}}
     write_metrics(tmp_path / "a" / "metrics.json", m)
     assert read_metrics(tmp_path / "a" / "metrics.json") == m
     assert read_metrics(tmp_path / "none.json") is None
+
+
+def test_metrics_file_holds_numbers_only_and_info_the_rest(tmp_path):
+    """`dvc metrics diff` compares metrics.json: names, provenance and reasons live in info.json."""
+    m = {"accuracy": 0.25, "sample_quality": {"fresh": {"is": None, "n_fake": 4, "reason": "no weights"}},
+         "objective": "jem", "provenance": {"seed": 0, "device": "cpu", "bf16": False}, "mixed": [1, "a"]}
+    write_metrics(tmp_path / "metrics.json", m)
+    numbers = json.loads((tmp_path / "metrics.json").read_text())
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert numbers == {"accuracy": 0.25, "sample_quality": {"fresh": {"n_fake": 4}}, "provenance": {"seed": 0}}
+    assert info == {"sample_quality": {"fresh": {"is": None, "reason": "no weights"}}, "objective": "jem",
+                    "provenance": {"device": "cpu", "bf16": False}, "mixed": [1, "a"]}
 
 
 def test_history_round_trip_with_uneven_rows(tmp_path):

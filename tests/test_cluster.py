@@ -14,6 +14,7 @@ import yaml
 from ebm import provenance
 from pipeline.resources import JOBS, TRAIN_RETRIES
 from tests.conftest import REPO, tiny_params_dict, write_params
+from ebm.artifacts import read_metrics
 
 BIN = Path(sys.executable).parent
 
@@ -69,13 +70,13 @@ def test_jobs_use_their_threads_and_write_their_logs(tmp_path):
     work = _workflow(tmp_path, p)
     _snakemake(work, "train_all", "--cores", "2", "--set-threads", "train=1")
     for obj in ("softmax", "jem"):
-        s = json.loads((work / f"data/train/{obj}/shapes/summary.json").read_text())
+        s = read_metrics(work / f"data/train/{obj}/shapes/summary.json")
         assert s["provenance"]["device"].endswith(" x1 threads"), s["provenance"]["device"]
         log = (work / f"logs/jobs/train/{obj}/shapes.log").read_text()
         assert f"trained {obj} on shapes" in log
     assert (work / "logs/jobs/data/shapes.log").is_file()
     _snakemake(work, "data/train/softmax/shapes/model.pt", "--cores", "2", "--forcerun", "train")
-    s = json.loads((work / "data/train/softmax/shapes/summary.json").read_text())
+    s = read_metrics(work / "data/train/softmax/shapes/summary.json")
     assert s["provenance"]["device"].endswith(" x2 threads"), s["provenance"]["device"]
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, tiny_params_dict, write_params
+from ebm.artifacts import read_metrics
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "EBM_NO_PROGRESS": "1"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -75,7 +76,7 @@ def test_one_ddp_step_of_two_processes_equals_one_process_with_the_global_batch(
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
     import json
-    prov = [json.loads((sub / d / "summary.json").read_text())["provenance"] for d in ("one", "two")]
+    prov = [read_metrics(sub / d / "summary.json")["provenance"] for d in ("one", "two")]
     assert [x["world_size"] for x in prov] == [1, 2]
 
 
@@ -98,7 +99,7 @@ def jem_ref(work):
 
 def test_jem_on_two_processes_finishes_and_only_rank_0_writes(jem_ref):
     work = jem_ref
-    assert sorted(p.name for p in (work / "ref").iterdir()) == ["history.csv", "model.pt", "summary.json"]
+    assert sorted(p.name for p in (work / "ref").iterdir()) == ["history.csv", "info.json", "model.pt", "summary.json"]
     assert sorted(p.name for p in (work / "ref_resume").iterdir()) == ["README.txt"]  # every rank cleaned up
     assert len(list((work / "tb").rglob("events.out.tfevents*"))) == 1
     rows = (work / "ref" / "history.csv").read_text().splitlines()
@@ -180,7 +181,7 @@ def test_pretraining_on_two_processes_writes_what_one_process_writes(work):
     r = _run([*TORCHRUN, "-m", "pipeline.pretrain", "--params", "params.yaml", "--dataset", "shapes", "--data", "ds",
               "--out", "pre2", "--no-progress"], work)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (work / "pre2").iterdir()) == ["history.csv", "metrics.json", "models"]
+    assert sorted(p.name for p in (work / "pre2").iterdir()) == ["history.csv", "info.json", "metrics.json", "models"]
     weights = tiny_params_dict()["pretrain"]["contrastive_weights"]
     assert sorted(p.name for p in (work / "pre2" / "models").iterdir()) == sorted(f"w{w:g}.pt" for w in weights)
-    assert json.loads((work / "pre2" / "metrics.json").read_text())["provenance"]["world_size"] == 2
+    assert read_metrics(work / "pre2" / "metrics.json")["provenance"]["world_size"] == 2

@@ -4,6 +4,7 @@ Checks what a user relies on: a second `dvc repro` runs nothing, Snakemake then 
 editing one train.jem parameter reruns only the JEM branch, metrics and params diffs, and a typo in
 params.yaml stops `dvc repro` before any work.
 """
+import json
 import os
 import re
 import shutil
@@ -68,6 +69,28 @@ def test_metrics_show_lists_every_run(repo):
         assert f"data/evaluate/{o}/shapes/metrics.json" in out
 
 
+def test_metrics_show_json_holds_numbers_only(repo):
+    """What `dvc metrics diff` compares is numbers: names, provenance and reasons are in info.json."""
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout)
+    leaves: list[tuple[str, object]] = []
+
+    def walk(path, v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{path}.{k}", x)
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(f"{path}[{i}]", x)
+        else:
+            leaves.append((path, v))
+    files = {f for rev in shown.values() for f in rev["data"]}
+    assert {f"data/evaluate/{o}/shapes/metrics.json" for o in ("softmax", "jem")} <= files
+    assert {"data/pretrain/shapes/metrics.json", "data/train/jem/shapes/summary.json"} <= files
+    walk("", shown)
+    bad = [(p, v) for p, v in leaves if ".data." in p and (isinstance(v, bool) or not isinstance(v, (int, float)))]
+    assert len(leaves) > 20 and not bad, bad
+
+
 def test_typo_stops_dvc_repro_before_any_work(repo):
     original = (repo / "params.yaml").read_text()
     try:
@@ -110,8 +133,9 @@ def test_plots_are_declared_for_dvc_plots(repo):
     sh("dvc", "plots", "show", "--out", str(out), cwd=repo)
     page = (out / "index.html").read_text()
     for f in ("data/train/jem/shapes/history.csv", "data/evaluate/jem/shapes/reliability.csv",
-              "data/evaluate/jem/shapes/robustness.csv", "data/evaluate/jem/shapes/roc.csv",
-              "data/pretrain/shapes/history.csv"):
+              "data/evaluate/jem/shapes/robustness/linf.csv", "data/evaluate/jem/shapes/robustness/l2.csv",
+              "data/evaluate/jem/shapes/roc/textures-logpx.csv", "data/evaluate/jem/shapes/roc/noise-maxprob.csv",
+              "data/pretrain/shapes/history/w0.csv", "data/pretrain/shapes/history/w1.csv"):
         assert f in page, f
 
 

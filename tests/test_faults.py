@@ -12,6 +12,7 @@ from ebm import env
 from pipeline import train
 from pipeline.common import run
 from tests.conftest import REPO, tiny_params_dict, write_params
+from ebm.artifacts import read_metrics
 
 
 @pytest.fixture
@@ -88,14 +89,14 @@ def test_env_flags_off_means_off_and_are_recorded(workdir, monkeypatch):
     monkeypatch.setenv("EBM_CHANNELS_LAST", "false")
     monkeypatch.setenv("EBM_NO_PROGRESS", "off")
     assert run(train.main, _train_args()) == 0
-    summary = json.loads((workdir / "data/train/softmax/shapes/summary.json").read_text())
+    summary = read_metrics(workdir / "data/train/softmax/shapes/summary.json")
     assert summary["provenance"]["bf16"] is False and summary["provenance"]["channels_last"] is False
     import torch
     meta = torch.load(workdir / "data/train/softmax/shapes/model.pt", weights_only=True)["meta"]
     assert meta["bf16"] is False and meta["channels_last"] is False
     monkeypatch.setenv("EBM_CHANNELS_LAST", "1")
     assert run(train.main, _train_args()) == 0
-    summary = json.loads((workdir / "data/train/softmax/shapes/summary.json").read_text())
+    summary = read_metrics(workdir / "data/train/softmax/shapes/summary.json")
     assert summary["provenance"]["channels_last"] is True
 
 
@@ -288,7 +289,7 @@ def test_resume_state_is_not_used_on_other_data(workdir, monkeypatch, capsys):
     capsys.readouterr()
     assert run(train.main, args) == 0
     assert "starting fresh" in capsys.readouterr().out
-    summary = json.loads((workdir / "data/train/softmax/shapes/summary.json").read_text())
+    summary = read_metrics(workdir / "data/train/softmax/shapes/summary.json")
     assert summary["resumed_from_step"] is None
     manifest = workdir / "data/datasets/shapes/manifest.json"
     from ebm.io import sha256_file
@@ -309,7 +310,7 @@ def test_resume_state_is_used_on_the_same_inputs_and_not_after_a_code_change(wor
         _killed_after_first_resume_state(m)
         assert run(train.main, args) == 130
     assert run(train.main, args) == 0
-    summary = json.loads((workdir / "data/train/softmax/shapes/summary.json").read_text())
+    summary = read_metrics(workdir / "data/train/softmax/shapes/summary.json")
     assert summary["resumed_from_step"] == 2
 
 

@@ -60,7 +60,9 @@ def make_tree(root: Path) -> None:
                         "ood_auroc": {"interp": {"bpd": 0.3, "knn": 0.5}}, "train_seconds": 20, "steps": 200,
                         "corruption_accuracy": {"mean": 0.33, "by": {"jpeg": {"1": 0.33}}}} for w in (0, 0.5, 1)}
     (pre / "metrics.json").write_text(json.dumps({"dataset": "cifar10", "runs": runs}))
-    (pre / "history.csv").write_text("weight,step,loss,ntxent,bpd,lr\n0,0,8,nan,8,0.001\n0.5,0,6,4,8,0.001\n")
+    (pre / "history").mkdir()
+    (pre / "history" / "w0.csv").write_text("weight,step,loss,ntxent,bpd,lr\n0,0,8,nan,8,0.001\n")
+    (pre / "history" / "w0.5.csv").write_text("weight,step,loss,ntxent,bpd,lr\n0.5,0,6,4,8,0.001\n")
 
 
 @pytest.fixture(scope="module")

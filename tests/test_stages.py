@@ -19,6 +19,7 @@ from pipeline.common import run
 from pipeline.resources import log_path
 from pipeline.stages import ORDER, STAGES, expand, fill, render_dvc_yaml
 from tests.conftest import REPO, tiny_params_dict, write_params
+from ebm.artifacts import read_metrics
 
 BIN = Path(sys.executable).parent
 ALL_OBJECTIVES = list(OBJECTIVES)
@@ -139,9 +140,9 @@ def test_every_stage_script_on_tiny_settings(workdir):
     assert "class-Gaussian init" in captions["jempp"]["fresh"] and "grad clip" in captions["jempp"]["fresh"]
     assert "softmax trains no sampler" in captions["softmax"]["fresh"]
     assert Path("data/generate/jem/shapes/grids/cond.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads(Path("data/train/jem/shapes/summary.json").read_text())["params"]["train.jem"]["sgld_steps"] == 2
+    assert read_metrics(Path("data/train/jem/shapes/summary.json"))["params"]["train.jem"]["sgld_steps"] == 2
     # evaluate: metrics + provenance
-    m = json.loads(Path("data/evaluate/jem/shapes/metrics.json").read_text())
+    m = read_metrics(Path("data/evaluate/jem/shapes/metrics.json"))
     assert 0 <= m["accuracy"] <= 1 and 0 <= m["ece"] <= 1 and m["n_test"] == 100
     assert set(m["ood_auroc"]) == {"textures", "noise"}
     assert set(m["ood_auroc"]["noise"]) == {"logpx", "maxprob", "pxgrad"}
@@ -151,10 +152,16 @@ def test_every_stage_script_on_tiny_settings(workdir):
     assert rob["linf"]["8"] <= rob["linf"]["0"] == rob["l2"]["0"]
     q = m["sample_quality"]  # EBM_OFFLINE=1 in these tests: never a number without the Inception weights
     assert set(q) == {"fresh", "buffer"} and q["fresh"]["fid"] is None and q["fresh"]["reason"]
-    assert Path("data/evaluate/jem/shapes/robustness.csv").read_text().startswith("norm,eps,accuracy\nlinf,0,")
-    assert Path("data/evaluate/jem/shapes/roc.csv").read_text().splitlines()[1].startswith("textures:logpx,0.0000,0.0000")
+    # plots: one series per file, so that `dvc plots` draws one line each
+    assert {f.name for f in Path("data/evaluate/jem/shapes/robustness").iterdir()} == {"linf.csv", "l2.csv"}
+    assert Path("data/evaluate/jem/shapes/robustness/linf.csv").read_text().startswith("eps,accuracy\n0,")
+    roc = {f.name for f in Path("data/evaluate/jem/shapes/roc").iterdir()}
+    assert roc == {f"{s}-{k}.csv" for s in ("textures", "noise") for k in ("logpx", "maxprob", "pxgrad")}
+    assert Path("data/evaluate/jem/shapes/roc/textures-logpx.csv").read_text().startswith("fpr,tpr\n0,0\n")
+    assert {f.name for f in Path("data/pretrain/shapes/history").iterdir()} == {"w0.csv", "w0.5.csv", "w1.csv"}
+    assert {line.split(",")[0] for line in Path("data/pretrain/shapes/history/w0.5.csv").read_text().splitlines()[1:]} == {"0.5"}
     # pretrain: one model and one metrics entry per loss weight
-    pm = json.loads(Path("data/pretrain/shapes/metrics.json").read_text())
+    pm = read_metrics(Path("data/pretrain/shapes/metrics.json"))
     assert set(pm["runs"]) == {"w0", "w0.5", "w1"}
     assert {"linear_probe_accuracy", "test_bpd", "ood_auroc", "corruption_accuracy"} <= set(pm["runs"]["w0.5"])
     assert {p.name for p in Path("data/pretrain/shapes/models").iterdir()} == {"w0.pt", "w0.5.pt", "w1.pt"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ebm.artifacts import read_captions, read_history, read_metrics
+from ebm.artifacts import read_captions, read_metrics, read_series
 from ebm.report.figures import plot_curves, plot_ood, plot_pretrain, plot_reliability, plot_robustness
 from ebm.report.render import html_page, markdown
 from ebm.report.runs import GRIDS, INPUTS, Run, Section, collect_runs
@@ -50,7 +50,7 @@ def _pretrain_section(root: Path, d: str, out: Path, inputs: dict[str, str]) -> 
     sec = Section(f"Pretraining on {d} (hybrid generative-contrastive, one model per loss weight)")
     header, rows = pretrain_table(metrics)
     sec.tables.append((f"pretrain-{d}", header, rows))
-    history = read_history(root / inputs["pretrain_history"].format(dataset=d))
+    history = [row for rows in read_series(root / inputs["pretrain_history"].format(dataset=d)).values() for row in rows]
     if plot_pretrain(history, out / f"pretrain_{d}.png"):
         sec.figures.append((f"pretrain_{d}.png", f"Pretraining curves on {d}"))
     return sec

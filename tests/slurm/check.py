@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from pipeline.stages import STAGES, expand
+from ebm.artifacts import read_metrics
 
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/(\S*?)/?\d+\.log\)")
 REMOTE = ["data", "pretrain", "train", "generate", "evaluate"]  # the rest are localrules
@@ -79,7 +80,7 @@ def check(slurm: Path, local: Path, comp: Path) -> None:
         log = (slurm / f"logs/jobs/train/{w['objective']}/{w['dataset']}.log").read_text()
         m = re.search(r"resume: continuing from step (\d+)", log)
         ensure(m is not None and int(m.group(1)) > 0, f"train {wild}: the retry did not resume:\n{log}")
-        summary = json.loads((slurm / f"data/train/{w['objective']}/{w['dataset']}/summary.json").read_text())
+        summary = read_metrics(slurm / f"data/train/{w['objective']}/{w['dataset']}/summary.json")
         ensure(summary["resumed_from_step"] == int(m.group(1)), f"train {wild}: summary disagrees with its log")
         print(f"retried: train {w['objective']}/{w['dataset']}: SLURM jobs {' → '.join(ids)} "
               f"({', '.join(done[i]['JobState'] for i in ids)}); the last resumed from step {m.group(1)} "
@@ -92,7 +93,7 @@ def check(slurm: Path, local: Path, comp: Path) -> None:
             b = torch.load(local / f"data/train/{o}/{d}/model.pt", weights_only=True)["model"]
             ensure(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a),
                    f"train {o}/{d}: weights differ between the SLURM run and the local run")
-            ma, mb = (json.loads((r / f"data/evaluate/{o}/{d}/metrics.json").read_text()) for r in (slurm, local))
+            ma, mb = (read_metrics(r / f"data/evaluate/{o}/{d}/metrics.json") for r in (slurm, local))
             ensure(strip(ma) == strip(mb), f"evaluate {o}/{d}: metrics differ between the SLURM and the local run")
             ensure(ma["provenance"]["device"] == mb["provenance"]["device"], f"{o}/{d}: thread counts differ")
             print(f"equal to the local run: {o}/{d} weights, accuracy {ma['accuracy']:.4f}, ECE {ma['ece']:.4f} "
