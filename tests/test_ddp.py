@@ -181,7 +181,7 @@ def test_pretraining_on_two_processes_writes_what_one_process_writes(work):
     r = _run([*TORCHRUN, "-m", "pipeline.pretrain", "--params", "params.yaml", "--dataset", "shapes", "--data", "ds",
               "--out", "pre2", "--no-progress"], work)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (work / "pre2").iterdir()) == ["history.csv", "info.json", "metrics.json", "models"]
+    assert sorted(p.name for p in (work / "pre2").iterdir()) == ["history", "info.json", "metrics.json", "models"]
     weights = tiny_params_dict()["pretrain"]["contrastive_weights"]
     assert sorted(p.name for p in (work / "pre2" / "models").iterdir()) == sorted(f"w{w:g}.pt" for w in weights)
     assert read_metrics(work / "pre2" / "metrics.json")["provenance"]["world_size"] == 2
