@@ -80,6 +80,29 @@ def test_one_ddp_step_of_two_processes_equals_one_process_with_the_global_batch(
     assert [x["world_size"] for x in prov] == [1, 2]
 
 
+@pytest.mark.slow
+def test_hdge_queue_gathers_the_logits_of_all_ranks(work):
+    """The queue gathers every rank's logits before enqueueing (MoCo), so the 2nd step's contrast sees the
+    same negatives as one process with the global batch: equal weights after 2 steps (without the gather
+    each rank's queue holds half of them, and this fails)."""
+    p = tiny_params_dict()
+    p["objectives"] = ["softmax", "hdge"]
+    p["train"]["common"].update(steps=2, optimizer="sgd", lr=0.05, data_noise=0.0, warmup_steps=0)
+    p["train"]["augment"]["shapes"] = {"crop": False, "flip": False}
+    sub = work / "hdge2"
+    sub.mkdir()
+    write_params(sub / "params.yaml", p)
+    (sub / "ds").symlink_to(work / "ds")
+    assert _in_process("hdge", "one", sub) == 0
+    r = _run(_torchrun("hdge", "two", sub), sub)
+    assert r.returncode == 0, r.stderr
+    a, b = _weights(sub / "one" / "model.pt"), _weights(sub / "two" / "model.pt")
+    init = _weights_at_init(p, len(torch.load(sub / "one" / "model.pt", weights_only=True)["classes"]))
+    assert any(not torch.equal(a[k], init[k]) for k in a), "the steps changed nothing"
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+
+
 def _weights_at_init(p, n_classes):
     from ebm.config import parse_params
     from ebm.models import build_model
