@@ -13,7 +13,6 @@ Data are random 32×32 images (speed does not depend on content), the rest is pa
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import platform
 import sys
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ebm  # noqa: E402
 import ebm.sampling  # noqa: E402
-from bench.train_speed import bench_params, random_dataset  # noqa: E402
+from bench.train_speed import bench_parser, params_from_args, random_dataset  # noqa: E402
 from ebm.provenance import device_name, pick_device  # noqa: E402
 from ebm.train import Trainer, train_step  # noqa: E402
 
@@ -100,20 +99,11 @@ def profile_objective(tr: Trainer, iters: int, warmup: int) -> tuple[dict[str, f
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--objectives", nargs="+", default=["softmax", "jem", "jempp", "sada_jem", "hdge", "hdge_jem"])
-    p.add_argument("--depth", type=int, default=16)
-    p.add_argument("--width", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--sgld-steps", type=int, default=20, help="K for jem / hdge_jem (JEM paper: 20)")
-    p.add_argument("--iters", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--device", default="cpu", help="the shares count CPU time: profile on the CPU")
+    p = bench_parser(__doc__.splitlines()[0], iters=3, warmup=1, device="cpu",
+                     device_help="the shares count CPU time: profile on the CPU")
     args = p.parse_args()
     device = pick_device(args.device)
-    params = bench_params(args.params, depth=args.depth, width=args.width, batch_size=args.batch_size,
-                          sgld_steps=args.sgld_steps)
+    params = params_from_args(args)
     data = random_dataset(params.datasets[0])
     _patch_sampler()
     print(f"device: {device_name(device)} ({torch.get_num_threads()} threads); torch {torch.__version__}; "

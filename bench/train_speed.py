@@ -50,23 +50,34 @@ def bench_params(path: str, *, depth: int, width: int, batch_size: int, sgld_ste
     return parse_params(raw)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_parser(description: str, *, iters: int, warmup: int, device: str,
+                 device_help: str = "") -> argparse.ArgumentParser:
+    """The arguments every training benchmark takes: params file, objectives, network, batch, K, iterations."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--objectives", nargs="+", default=["softmax", "jem", "jempp", "sada_jem", "hdge", "hdge_jem"])
     p.add_argument("--depth", type=int, default=16)
     p.add_argument("--width", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--sgld-steps", type=int, default=20, help="K for jem / hdge_jem (JEM paper: 20)")
-    p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--iters", type=int, default=iters)
+    p.add_argument("--warmup", type=int, default=warmup)
+    p.add_argument("--device", default=device, help=device_help or None)
+    return p
+
+
+def params_from_args(args: argparse.Namespace) -> Params:
+    return bench_params(args.params, depth=args.depth, width=args.width, batch_size=args.batch_size,
+                        sgld_steps=args.sgld_steps)
+
+
+def main() -> None:
+    p = bench_parser(__doc__.splitlines()[0], iters=10, warmup=2, device="auto")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--channels-last", action="store_true")
     args = p.parse_args()
     device = pick_device(args.device)
-    params = bench_params(args.params, depth=args.depth, width=args.width, batch_size=args.batch_size,
-                          sgld_steps=args.sgld_steps)
+    params = params_from_args(args)
     data = random_dataset(params.datasets[0])
     print(f"device: {device_name(device)}; torch {torch.__version__}; python {platform.python_version()}; "
           f"WRN-{args.depth}-{args.width}, batch {args.batch_size}, K={args.sgld_steps} (jem, hdge_jem); "

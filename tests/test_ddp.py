@@ -59,23 +59,29 @@ def work(tmp_path_factory):
     return work
 
 
+def _one_vs_two_processes(work, objective: str, p: dict) -> Path:
+    """Train ``objective`` with params ``p`` in one process ("one") and on 2 (torchrun, "two"); assert the
+    weights moved and are equal to float tolerance. Returns the run folder."""
+    sub = work / f"{objective}-{p['train']['common']['steps']}"
+    sub.mkdir()
+    write_params(sub / "params.yaml", p)
+    (sub / "ds").symlink_to(work / "ds")
+    assert _in_process(objective, "one", sub) == 0
+    r = _run(_torchrun(objective, "two", sub), sub)
+    assert r.returncode == 0, r.stderr
+    a, b = _weights(sub / "one" / "model.pt"), _weights(sub / "two" / "model.pt")
+    init = _weights_at_init(p, len(torch.load(sub / "one" / "model.pt", weights_only=True)["classes"]))
+    assert any(not torch.equal(a[k], init[k]) for k in a), "the steps changed nothing"
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+    return sub
+
+
 def test_one_ddp_step_of_two_processes_equals_one_process_with_the_global_batch(work):
     p = tiny_params_dict()
     p["train"]["common"].update(steps=1, optimizer="sgd", lr=0.05, data_noise=0.0)
     p["train"]["augment"]["shapes"] = {"crop": False, "flip": False}
-    sub = work / "softmax1"
-    sub.mkdir()
-    write_params(sub / "params.yaml", p)
-    (sub / "ds").symlink_to(work / "ds")
-    assert _in_process("softmax", "one", sub) == 0
-    r = _run(_torchrun("softmax", "two", sub), sub)
-    assert r.returncode == 0, r.stderr
-    a, b = _weights(sub / "one" / "model.pt"), _weights(sub / "two" / "model.pt")
-    init = _weights_at_init(p, len(torch.load(sub / "one" / "model.pt", weights_only=True)["classes"]))
-    assert any(not torch.equal(a[k], init[k]) for k in a), "the step changed nothing"
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
-    import json
+    sub = _one_vs_two_processes(work, "softmax", p)
     prov = [read_metrics(sub / d / "summary.json")["provenance"] for d in ("one", "two")]
     assert [x["world_size"] for x in prov] == [1, 2]
 
@@ -89,18 +95,7 @@ def test_hdge_queue_gathers_the_logits_of_all_ranks(work):
     p["objectives"] = ["softmax", "hdge"]
     p["train"]["common"].update(steps=2, optimizer="sgd", lr=0.05, data_noise=0.0, warmup_steps=0)
     p["train"]["augment"]["shapes"] = {"crop": False, "flip": False}
-    sub = work / "hdge2"
-    sub.mkdir()
-    write_params(sub / "params.yaml", p)
-    (sub / "ds").symlink_to(work / "ds")
-    assert _in_process("hdge", "one", sub) == 0
-    r = _run(_torchrun("hdge", "two", sub), sub)
-    assert r.returncode == 0, r.stderr
-    a, b = _weights(sub / "one" / "model.pt"), _weights(sub / "two" / "model.pt")
-    init = _weights_at_init(p, len(torch.load(sub / "one" / "model.pt", weights_only=True)["classes"]))
-    assert any(not torch.equal(a[k], init[k]) for k in a), "the steps changed nothing"
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+    _one_vs_two_processes(work, "hdge", p)
 
 
 def _weights_at_init(p, n_classes):
