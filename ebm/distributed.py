@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import os
 import shlex
 import sys
@@ -28,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ebm import env
-from ebm.errors import WorldSizeError
+from ebm.errors import UsageError, WorldSizeError
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,28 @@ def init_world(device: torch.device) -> tuple[World, torch.device]:
     if "RANK" not in os.environ or size == 1:
         return World(), device
     world = World(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), size)
+    backend = process_group_backend(device)
     if device.type == "cuda":
-        device = torch.device("cuda", world.local_rank)
+        n = torch.cuda.device_count()
+        if world.local_rank >= n and backend == "nccl":
+            raise WorldSizeError(f"{size} processes but {n} GPU(s) on this node: NCCL needs one GPU per process "
+                                 f"(--nproc-per-node {n}); EBM_DIST_BACKEND=gloo lets processes share a GPU")
+        device = torch.device("cuda", world.local_rank % n)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend)
     return world, device
+
+
+def process_group_backend(device: torch.device) -> str:
+    """NCCL on GPUs, gloo on the CPU; ``EBM_DIST_BACKEND=gloo`` on GPUs lets several processes share one
+    GPU (a check of the multi-process path on a one-GPU machine; slow, not for real runs)."""
+    backend = env.text_var("EBM_DIST_BACKEND", "nccl" if device.type == "cuda" else "gloo")
+    if backend not in ("nccl", "gloo"):
+        raise UsageError(f"EBM_DIST_BACKEND={backend!r}: expected nccl or gloo")
+    if backend == "nccl" and device.type != "cuda":
+        raise UsageError("EBM_DIST_BACKEND=nccl needs GPUs; on the CPU use gloo (the default)")
+    return backend
 
 
 def relaunch_under_torchrun(module: str, argv: list[str]) -> None:
@@ -136,7 +153,15 @@ def wrap(model: nn.Module, world: World, device: torch.device, log=print, **ddp_
     elif has_bn and world.main:  # PyTorch's SyncBatchNorm runs on GPUs only
         log("note: SyncBatchNorm needs GPUs; on the CPU each rank normalises with its own batch statistics")
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False, **ddp_kwargs)
+    return DistributedDataParallel(model, device_ids=ids, **_NO_FORWARD_BUFFER_SYNC, **ddp_kwargs)
+
+
+# PyTorch ≥ 2.14 names it forward_sync_buffers (broadcast_buffers is deprecated there); older releases, such
+# as the ones preinstalled on GPU images, only know broadcast_buffers (which there also skips the buffers'
+# broadcast at construction; they start equal on every rank anyway: batch norm's zeros and ones).
+_NO_FORWARD_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                           if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+                           else {"broadcast_buffers": False})
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -203,3 +203,15 @@ def test_pretraining_on_two_processes_writes_what_one_process_writes(work):
     weights = tiny_params_dict()["pretrain"]["contrastive_weights"]
     assert sorted(p.name for p in (work / "pre2" / "models").iterdir()) == sorted(f"w{w:g}.pt" for w in weights)
     assert read_metrics(work / "pre2" / "metrics.json")["provenance"]["world_size"] == 2
+
+
+@pytest.mark.parametrize("value, message", [("mpi", "expected nccl or gloo"), ("nccl", "needs GPUs")])
+def test_dist_backend_variable_is_checked(monkeypatch, value, message):
+    from ebm.distributed import process_group_backend
+    from ebm.errors import UsageError
+
+    monkeypatch.setenv("EBM_DIST_BACKEND", value)
+    with pytest.raises(UsageError, match=message):
+        process_group_backend(torch.device("cpu"))
+    monkeypatch.delenv("EBM_DIST_BACKEND")
+    assert process_group_backend(torch.device("cpu")) == "gloo"
