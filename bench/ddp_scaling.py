@@ -40,7 +40,7 @@ def worker(args) -> None:
     if "sgld_steps" in raw["train"][args.objective]:
         raw["train"][args.objective].update(sgld_steps=args.sgld_steps, sample_batch_size=args.batch_size,
                                             buffer_size=max(args.batch_size, 1024))
-    tr = Trainer(parse_params(raw), args.objective, random_dataset(), device, world=world)
+    tr = Trainer(parse_params(raw), args.objective, random_dataset(raw["datasets"][0]), device, world=world)
     for i in range(args.warmup + args.iters):
         if i == args.warmup:
             barrier()
