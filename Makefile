@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser slurm repro test test-all test-slow test-cluster lint-snakemake clean
+.PHONY: install browser slurm repro test test-all test-slow test-cluster test-gpu lint-snakemake clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ test-slow: $(STAMP)
 # here (root), compared with a local run; a train job is killed at its time limit and resumes.
 test-cluster: $(STAMP) slurm
 	tests/slurm/run.sh
+
+# The GPU path (whole DAG on the GPU, bf16, DDP with SyncBatchNorm): needs an NVIDIA GPU, so CI (CPU only)
+# does not run it. See tests/gpu/check.py.
+test-gpu: $(STAMP)
+	$(BIN)/python tests/gpu/check.py
 
 lint-snakemake: $(STAMP)
 	$(BIN)/snakemake --lint
