@@ -98,6 +98,19 @@ def test_hdge_queue_gathers_the_logits_of_all_ranks(work):
     _one_vs_two_processes(work, "hdge", p)
 
 
+@pytest.mark.slow
+def test_sam_ascent_uses_the_all_reduced_gradient(work):
+    """SAM (sada_jem; px_weight 0 leaves CE + SAM, nothing sampled): 2 steps on 2 processes equal 1 process
+    with the global batch. The ascent ε(w) must come from the all-reduced gradient; a first backward under
+    no_sync gives each rank its own ε and different weights."""
+    p = tiny_params_dict()
+    p["objectives"] = ["softmax", "sada_jem"]
+    p["train"]["common"].update(steps=2, optimizer="sgd", lr=0.05, data_noise=0.0, warmup_steps=0)
+    p["train"]["augment"]["shapes"] = {"crop": False, "flip": False}
+    p["train"]["sada_jem"].update(px_weight=0.0, rho=0.5)
+    _one_vs_two_processes(work, "sada_jem", p)
+
+
 def _weights_at_init(p, n_classes):
     from ebm.config import parse_params
     from ebm.models import build_model
@@ -215,3 +228,20 @@ def test_dist_backend_variable_is_checked(monkeypatch, value, message):
         process_group_backend(torch.device("cpu"))
     monkeypatch.delenv("EBM_DIST_BACKEND")
     assert process_group_backend(torch.device("cpu")) == "gloo"
+
+
+def test_divergence_on_one_rank_rolls_every_rank_back(work, tmp_path):
+    """Rank 1 alone sees a NaN at step 3: both ranks roll back to step 2 together, retry once and end with
+    the same weights (without the all-reduced flag, rank 0 would go on, and the ranks' weights and step
+    counts would part: different weights, or a hang that the timeout turns into a failure)."""
+    cmd = [*TORCHRUN, str(REPO / "tests" / "ddp_fault_worker.py"), str(work / "params.yaml"), str(work / "ds"),
+           str(tmp_path)]
+    r = subprocess.run(cmd, cwd=work, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+
+    ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1)]
+    assert [x["retries"] for x in ranks] == [1, 1]
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == list(range(10))
+    assert "rolled back to step 2" in r.stdout + r.stderr
