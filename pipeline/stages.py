@@ -42,6 +42,10 @@ class Stage:
 
 
 PARAMS_OK = "data/params/validated.txt"
+# a dataset's raw files (downloads, local copies; `dvc add` shares them): a data input of its data stage,
+# so replacing one reruns that dataset's data stage only. The procedural shapes set reads none: its folder
+# holds a README tracked by git, so that the input exists in every clone and experiment workspace.
+RAW = "data/raw/{dataset}"
 # one file per stage item holding the sha256 of the params sections it reads, rewritten only when that
 # changes: a real input for both tools (Snakemake cannot see a params change for outputs DVC made)
 PARAMS_HASHES = "data/params/hash"
@@ -60,7 +64,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         name="data",
         cmd="python -m pipeline.data --dataset {dataset} --raw-root data/raw --out data/datasets/{dataset}",
         matrix=("dataset",),
-        deps=[PARAMS_OK],
+        deps=[PARAMS_OK, RAW],
         outs=["data/datasets/{dataset}"],
         params=["data.{dataset}"],
     ),

@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 def _workflow(tmp_path: Path, params: dict) -> Path:
     work = tmp_path / "wf"
     work.mkdir()
-    for f in ("Snakefile", "pipeline", "ebm", "profiles", "envs"):
+    for f in ("Snakefile", "pipeline", "ebm", "profiles", "envs", "data/raw/shapes"):
         (shutil.copytree if (REPO / f).is_dir() else shutil.copy)(REPO / f, work / f)
     write_params(work / "params.yaml", params)
     return work

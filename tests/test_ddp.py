@@ -194,7 +194,7 @@ def _worker_pid(torchrun_pid: int, rank: int) -> int:
 def test_snakemake_launches_a_gpu_2_train_job_under_torchrun(tmp_path):
     work = tmp_path / "wf"
     work.mkdir()
-    for f in ("Snakefile", "pipeline", "ebm"):
+    for f in ("Snakefile", "pipeline", "ebm", "data/raw/shapes"):
         (shutil.copytree if (REPO / f).is_dir() else shutil.copy)(REPO / f, work / f)
     write_params(work / "params.yaml", tiny_params_dict())
     snakemake = Path(sys.executable).parent / "snakemake"

@@ -366,7 +366,7 @@ def test_dvc_stages_refuse_while_snakemake_runs(tmp_path):
 
 def test_snakemake_refuses_while_dvc_runs(tmp_path):
     import zc.lockfile
-    work = _scratch(tmp_path, "Snakefile", "pipeline", "ebm", "envs")
+    work = _scratch(tmp_path, "Snakefile", "pipeline", "ebm", "envs", "data/raw/shapes")
     (work / ".dvc/tmp").mkdir(parents=True)
     lock = zc.lockfile.LockFile(str(work / ".dvc/tmp/lock"))  # what `dvc repro` holds between stages
     try:
@@ -376,7 +376,8 @@ def test_snakemake_refuses_while_dvc_runs(tmp_path):
         lock.close()
     assert r.returncode == 2, r.stdout + r.stderr
     assert "error: dvc is running in this workspace" in r.stderr
-    made = {p.relative_to(work).as_posix() for p in (work / "data").rglob("*") if p.is_file()}
+    made = {p.relative_to(work).as_posix() for p in (work / "data").rglob("*") if p.is_file()} - {
+        "data/raw/shapes/README.md"}  # copied in: a clone's
     assert all(p.startswith("data/params/hash/") for p in made), made  # no job ran (only the Snakefile's hashes)
 
 
@@ -530,7 +531,7 @@ def test_snakemake_after_dvc_sees_a_params_edit_and_dvc_commit_records_the_right
     """DVC run, params edit, `snakemake all`, `dvc commit -f`: the recorded models are the edited params'."""
     import torch
     import yaml
-    work = _scratch(tmp_path, "Snakefile", "dvc.yaml", ".dvcignore", "pipeline", "ebm", "envs", ".dvc")
+    work = _scratch(tmp_path, "Snakefile", "dvc.yaml", ".dvcignore", "pipeline", "ebm", "envs", ".dvc", "data/raw/shapes")
     bin_ = Path(sys.executable).parent
     env = {**BARE, "HOME": str(work), "PATH": f"{bin_}:{BARE['PATH']}"}
 

@@ -56,8 +56,9 @@ def test_snakefile_runs_the_same_commands_on_the_same_outputs(tmp_path):
     p["objectives"], p["datasets"] = objectives, datasets
     work = tmp_path / "wf"
     work.mkdir()
-    for f in ("Snakefile", "pipeline", "ebm"):
+    for f in ("Snakefile", "pipeline", "ebm", "data/raw/shapes"):
         (shutil.copytree if (REPO / f).is_dir() else shutil.copy)(REPO / f, work / f)
+    (work / "data/raw/cifar10").mkdir()  # each dataset's raw folder is an input of its data stage
     write_params(work / "params.yaml", p)
     r = subprocess.run([str(BIN / "snakemake"), "-n", "--forceall", "--printshellcmds", "--cores", "1", "all"],
                        cwd=work, capture_output=True, text=True)

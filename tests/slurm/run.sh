@@ -28,8 +28,9 @@ source "$SLURM_TEST_DIR/env.sh"
 export EBM_CHECKPOINT_EVERY=5 EBM_NO_PROGRESS=1 EBM_OFFLINE=1 PATH="$BIN:$PATH"
 
 for run in slurm local; do
-  mkdir -p "$WORK/$run"
+  mkdir -p "$WORK/$run/data/raw"
   cp -r "$REPO/Snakefile" "$REPO/ebm" "$REPO/pipeline" "$REPO/envs" "$WORK/$run/"
+  cp -r "$REPO/data/raw/shapes" "$WORK/$run/data/raw/"  # the data stage's input (git-tracked)
   (cd "$REPO" && "$BIN/python" -m tests.slurm.params "$WORK/$run/params.yaml")
 done
 
