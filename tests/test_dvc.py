@@ -10,8 +10,10 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -32,26 +34,34 @@ def ran(out: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out))
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    work = tmp_path_factory.mktemp("pipeline")
-    for f in ("Snakefile", "dvc.yaml", ".dvcignore", ".gitignore", "pipeline", "ebm", "envs", ".dvc"):
+def commit_all(work: Path, message: str) -> None:
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=work)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, cwd=work)
+
+
+def scratch_repo(work: Path, params: dict) -> Path:
+    """What a fresh clone has (data/raw/shapes: the procedural dataset's git-tracked raw folder), in git."""
+    for f in ("Snakefile", "dvc.yaml", ".dvcignore", ".gitignore", "pipeline", "ebm", "envs", ".dvc", "data/raw/shapes"):
         src = REPO / f
         if src.is_dir():
             shutil.copytree(src, work / f, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
         else:
             shutil.copy(src, work / f)
-    write_params(work / "params.yaml", tiny_params_dict())
+    write_params(work / "params.yaml", params)
     sh("git", "init", "-q", cwd=work)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=work)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=work)
+    commit_all(work, "init")
+    return work
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    work = scratch_repo(tmp_path_factory.mktemp("pipeline"), tiny_params_dict())
     first = sh("dvc", "repro", cwd=work)
     assert (work / "data/report/index.html").is_file()
     assert ran(first.stdout) == {"params", "data@shapes", "pretrain@shapes", "train@softmax-shapes", "train@jem-shapes",
                                  "generate@softmax-shapes", "generate@jem-shapes", "evaluate@softmax-shapes",
                                  "evaluate@jem-shapes", "report"}
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=work)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro", cwd=work)
+    commit_all(work, "repro")
     return work
 
 
@@ -158,3 +168,124 @@ def test_remote_push_then_a_fresh_clone_pulls_everything(repo, tmp_path):
     finally:
         sh("dvc", "remote", "remove", "shared", cwd=repo)
         sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "no remote", cwd=repo)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Raw data: data/raw/<dataset> is an input of that dataset's data stage, shared through DVC by `dvc add`
+
+def fake_cifar10(raw: Path, colour: int) -> None:
+    """A tiny local-source cifar10 (two classes of 32×32 PNGs) as train.tar.gz and test.tar.gz."""
+    from tests.test_data import _make_archive, _png
+
+    members = [(f"{c}/{i}.png", _png((colour, 40 * k, 10 * i))) for k, c in enumerate(["cat", "plane"]) for i in range(3)]
+    raw.mkdir(parents=True, exist_ok=True)
+    _make_archive(raw / "train.tar.gz", members)
+    _make_archive(raw / "test.tar.gz", members[:2] + members[3:5])
+
+
+@pytest.fixture(scope="module")
+def raw_repo(tmp_path_factory):
+    """shapes and a tiny local cifar10 tracked with `dvc add`, their data stages run and committed."""
+    p = tiny_params_dict()
+    p["datasets"] = ["shapes", "cifar10"]
+    p["data"]["cifar10"].update(source="local", n_train=0, n_test=0, n_ood=4, ood=["interp"])
+    work = scratch_repo(tmp_path_factory.mktemp("raw"), p)
+    fake_cifar10(work / "data/raw/cifar10", colour=0)
+    sh("dvc", "add", "data/raw/cifar10", cwd=work)
+    assert ran(sh("dvc", "repro", "data@shapes", "data@cifar10", cwd=work).stdout) == {
+        "params", "data@shapes", "data@cifar10"}
+    commit_all(work, "raw data, datasets")
+    assert "data/raw/cifar10.dvc" in sh("git", "ls-files", "data/raw", cwd=work).stdout.split()
+    return work
+
+
+def changed_data_stages(work: Path) -> dict:
+    """`dvc status` of the data stages and the raw data's .dvc files (the later stages never ran here)."""
+    status = json.loads(sh("dvc", "status", "--json", cwd=work).stdout)
+    return {k: v for k, v in status.items() if k.startswith(("data@", "data/raw/"))}
+
+
+def restore(work: Path) -> None:
+    sh("git", "checkout", "--", ".", cwd=work)
+    sh("dvc", "checkout", "--force", cwd=work, check=False)  # later stages never ran: no outputs to restore
+    assert changed_data_stages(work) == {}
+
+
+def test_replacing_a_raw_file_reruns_that_datasets_data_stage_only(raw_repo):
+    assert changed_data_stages(raw_repo) == {}
+    try:
+        fake_cifar10(raw_repo / "data/raw/cifar10", colour=255)  # new train.tar.gz and test.tar.gz
+        assert changed_data_stages(raw_repo) == {
+            "data/raw/cifar10.dvc": [{"changed outs": {"data/raw/cifar10": "modified"}}],
+            "data@cifar10": [{"changed deps": {"data/raw/cifar10": "modified"}}]}
+        r = sh("dvc", "repro", "data@shapes", "data@cifar10", cwd=raw_repo)
+        assert ran(r.stdout) == {"data@cifar10"}
+        assert changed_data_stages(raw_repo) == {}  # repro also recorded the new files in data/raw/cifar10.dvc
+        changed = sh("git", "status", "--porcelain", cwd=raw_repo).stdout.split()
+        assert "data/raw/cifar10.dvc" in changed and "dvc.lock" in changed
+        x = np.load(raw_repo / "data/datasets/cifar10/train_x.npy")
+        assert (x[..., 0] == 255).all()
+    finally:
+        restore(raw_repo)
+
+
+def test_shapes_needs_no_raw_files(raw_repo):
+    """The procedural set's raw folder is git's (a README): a fresh clone makes it with no data/raw of its own."""
+    assert sh("git", "ls-files", "data/raw/shapes", cwd=raw_repo).stdout.split() == ["data/raw/shapes/README.md"]
+    manifest = json.loads((raw_repo / "data/datasets/shapes/manifest.json").read_text())
+    assert manifest["raw_files_sha256"] == {}
+
+
+def applied_ood_count(work: Path, exp: str) -> int:
+    """The size of cifar10's interp OOD set in experiment ``exp``'s dataset, applied to the workspace."""
+    # apply stops on the outputs of the later stages, never run here, after it wrote what it has
+    sh("dvc", "exp", "apply", exp, cwd=work, check=False)
+    sh("dvc", "checkout", "data@cifar10", cwd=work)  # the experiment's dataset is in the cache
+    manifest = json.loads((work / "data/datasets/cifar10/manifest.json").read_text())
+    assert "cifar10/train.tar.gz" in manifest["raw_files_sha256"]
+    return manifest["counts"]["ood_interp"]
+
+
+def test_an_experiment_in_a_temporary_workspace_finds_the_raw_data(raw_repo):
+    """`dvc exp run --temp` (and every queued experiment) runs in a temporary git workspace, without
+    git-ignored files: DVC checks data/raw/cifar10 out of its cache there because `dvc add` tracks it."""
+    try:
+        sh("dvc", "exp", "run", "--temp", "-n", "temp3", "-S", "data.cifar10.n_ood=3", "data@cifar10", cwd=raw_repo)
+        assert applied_ood_count(raw_repo, "temp3") == 3
+    finally:
+        sh("dvc", "exp", "remove", "--all-commits", cwd=raw_repo, check=False)
+        restore(raw_repo)
+
+
+QUEUE_DONE = ("Success", "Failed")
+
+
+def queue_status(work: Path) -> dict[str, str]:
+    """Experiment name → status, from `dvc queue status`'s table (Task, Name, Created, Status)."""
+    rows = sh("dvc", "queue", "status", cwd=work).stdout.splitlines()
+    return {m.group(1): m.group(2) for r in rows if (m := re.match(r"[0-9a-f]{7}\s+(\S+)\s.*\s(\w+)$", r))}
+
+
+@pytest.mark.slow  # a minute: Celery workers; the --temp test above covers the same workspace
+def test_queued_experiments_on_a_local_source_run_two_at_a_time(raw_repo):
+    """The README's `dvc exp run --queue` + `dvc queue start -j 2` on the local-source cifar10."""
+    names = {f"ood{n}": n for n in (1, 2)}  # not 3: DVC's run cache would restore the --temp test's run
+    try:
+        for name, n in names.items():
+            sh("dvc", "exp", "run", "--queue", "-n", name, "-S", f"data.cifar10.n_ood={n}", "data@cifar10",
+               cwd=raw_repo)
+        sh("dvc", "queue", "start", "-j", "2", cwd=raw_repo)
+        deadline = time.monotonic() + 900  # only against a hang; the two runs take seconds
+        while not all(queue_status(raw_repo).get(name) in QUEUE_DONE for name in names):
+            assert time.monotonic() < deadline, sh("dvc", "queue", "status", cwd=raw_repo).stdout
+            time.sleep(2)
+        for name, n in names.items():
+            log = sh("dvc", "queue", "logs", name, cwd=raw_repo).stdout
+            assert f"'ood_interp': {n}}}" in log, log
+        assert queue_status(raw_repo) == {name: "Success" for name in names}
+        assert applied_ood_count(raw_repo, "ood2") == 2
+    finally:
+        sh("dvc", "queue", "stop", cwd=raw_repo, check=False)
+        sh("dvc", "queue", "remove", "--all", cwd=raw_repo, check=False)
+        sh("dvc", "exp", "remove", "--all-commits", cwd=raw_repo, check=False)
+        restore(raw_repo)
