@@ -128,3 +128,84 @@ def test_config_modules_stay_small():
     from tests.conftest import REPO
     sizes = {p.name: len(p.read_text().splitlines()) for p in (REPO / "ebm" / "config").glob("*.py")}
     assert set(sizes) >= {"schema.py", "convert.py", "load.py"} and max(sizes.values()) <= 250, sizes
+
+
+# ----------------------------------------------------------------------------------------------------
+# named runs (runs.<name>): the shared sections with the run's overrides, loaded as strictly
+
+def _with_runs(**runs) -> dict:
+    p = tiny_params_dict()
+    p["runs"] = runs
+    return p
+
+
+WIDE = {"objective": "softmax", "dataset": "shapes", "model": {"width": 2}, "train": {"common": {"optimizer": "sgd"}}}
+
+
+def test_a_named_run_is_the_shared_sections_with_its_overrides():
+    from ebm.config import run_items, run_raw
+
+    raw = _with_runs(wide=WIDE)
+    base, wide = parse_params(raw), parse_params(run_raw(raw, "wide"))
+    assert (wide.model.width, wide.train.common.optimizer) == (2, "sgd")
+    assert (base.model.width, base.train.common.optimizer) == (1, "adam")  # the shared sections are untouched
+    assert wide.model.depth == base.model.depth and wide.train.common.lr == base.train.common.lr
+    assert wide.objectives == ["softmax"] and wide.datasets == ["shapes"] and wide.runs == {}
+    assert run_items(raw) == [{"run": "softmax", "objective": "softmax", "dataset": "shapes"},
+                              {"run": "jem", "objective": "jem", "dataset": "shapes"},
+                              {"run": "wide", "objective": "softmax", "dataset": "shapes"}]
+    raw["objectives"] = []  # the grid off: named runs only
+    assert parse_params(raw).objectives == [] and [r["run"] for r in run_items(raw)] == ["wide"]
+
+
+@pytest.mark.parametrize("run, pattern", [
+    ({**WIDE, "model": {"widht": 2}}, r"^unknown key runs\.wide\.model\.widht "),
+    ({**WIDE, "train": {"common": {"optimiser": "sgd"}}}, r"^unknown key runs\.wide\.train\.common\.optimiser "),
+    ({**WIDE, "pretrain": {"steps": 3}}, r"^unknown key runs\.wide\.pretrain "),
+    ({**WIDE, "model": {"width": "2"}}, r"^runs\.wide: model\.width: expected an integer"),
+    ({**WIDE, "model": {"depth": 11}}, r"^runs\.wide: model\.depth: must be 6n\+4"),
+    ({**WIDE, "model": 2}, r"^runs\.wide\.model: expected a mapping"),
+    ({**WIDE, "train": {"jem": {"sgld_steps": 3}}}, r"^runs\.wide\.train\.jem: a softmax run reads train\.common"),
+    ({**WIDE, "objective": "jemm"}, r"^runs\.wide\.objective: 'jemm' is not one of"),
+    ({**WIDE, "dataset": "cifar10"}, r"^runs\.wide\.dataset: 'cifar10' is not listed in `datasets`"),
+    ({"dataset": "shapes"}, r"^missing key runs\.wide\.objective"),
+])
+def test_a_bad_named_run_is_named(run, pattern):
+    with pytest.raises(ParamsError, match=pattern):
+        parse_params(_with_runs(wide=run))
+
+
+def test_run_names_are_folder_names_and_never_an_objectives():
+    with pytest.raises(ParamsError, match=r"runs\.jem: 'jem' is an objective's name"):
+        parse_params(_with_runs(jem=WIDE))
+    with pytest.raises(ParamsError, match=r"runs\.a/b: a run's name is a folder name"):
+        parse_params(_with_runs(**{"a/b": WIDE}))
+    p = _with_runs()
+    p["objectives"] = []
+    with pytest.raises(ParamsError, match="objectives: needs at least one objective, or a named run"):
+        parse_params(p)
+
+
+def test_a_bad_override_stops_the_params_stage_with_one_line(tmp_path):
+    params = write_params(tmp_path / "params.yaml", _with_runs(wide={**WIDE, "model": {"widht": 2}}))
+    out = tmp_path / "validated.txt"
+    r = subprocess.run([sys.executable, "-m", "pipeline.check_params", "--params", str(params), "--out", str(out)],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "unknown key runs.wide.model.widht" in r.stderr and not out.exists()
+
+
+def test_a_stage_reads_its_named_run_and_hashes_its_entry(tmp_path):
+    from pipeline.common import stage_params
+
+    params = write_params(tmp_path / "params.yaml", _with_runs(wide=WIDE))
+    grid = stage_params(str(params), "train", objective="softmax", dataset="shapes")
+    wide = stage_params(str(params), "train", run="wide", objective="softmax", dataset="shapes")
+    assert grid.params.model.width == 1 and wide.params.model.width == 2
+    assert grid.sections == ["model", "train.common", "train.augment.shapes", "train.softmax"]
+    assert wide.sections == [*grid.sections, "runs.wide"] and wide.hash != grid.hash
+    assert stage_params(str(params), "evaluate", run="wide").sections == ["evaluate", "runs.wide"]
+    with pytest.raises(ParamsError, match="runs.wide.objective is 'softmax', not 'jem'"):
+        stage_params(str(params), "train", run="wide", objective="jem", dataset="shapes")
+    with pytest.raises(ParamsError, match="no named run 'narrow'"):
+        stage_params(str(params), "evaluate", run="narrow")

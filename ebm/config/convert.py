@@ -37,6 +37,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ParamsError(f"{key}: expected a mapping, got {type(value).__name__}")
         _, val_tp = typing.get_args(tp)
         return {k: _convert(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is dict:  # a mapping checked elsewhere (named runs: ebm/config/runs.py)
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return value
     if tp is bool:
         if not isinstance(value, bool):
             raise ParamsError(f"{key}: expected true/false, got {type(value).__name__} {value!r}")

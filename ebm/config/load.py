@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ebm.config.convert import build
+from ebm.config.runs import run_raw
 from ebm.config.schema import CORRUPTIONS, DATASETS, LOCAL_OOD, OBJECTIVES, OOD_SETS, Params, PretrainConfig
 from ebm.errors import ParamsError
 
@@ -28,7 +29,7 @@ def _check_semantics(p: Params) -> None:
     for i, d in enumerate(p.datasets):
         need(d in DATASETS, f"datasets[{i}]", f"{d!r} is not one of {list(DATASETS)}")
         need(d in p.data, f"datasets[{i}]", f"{d!r} has no section data.{d}")
-    need(len(p.objectives) > 0, "objectives", "needs at least one objective")
+    need(len(p.objectives) > 0 or len(p.runs) > 0, "objectives", "needs at least one objective, or a named run")
     need(len(p.datasets) > 0, "datasets", "needs at least one dataset")
     need(len(set(p.objectives)) == len(p.objectives), "objectives", "has duplicates")
     need(len(set(p.datasets)) == len(p.datasets), "datasets", "has duplicates")
@@ -118,6 +119,12 @@ def parse_params(raw: Any) -> Params:
     """Validate a parsed YAML document; raise :class:`ParamsError` naming the first bad key."""
     params = build(Params, raw, "")
     _check_semantics(params)
+    for name in params.runs:  # each named run's own params are valid too (run_raw names structural errors)
+        try:
+            parse_params(run_raw(raw, name))
+        except ParamsError as e:
+            raise ParamsError(str(e) if str(e).startswith(("unknown key runs.", "missing key runs.", "runs."))
+                              else f"runs.{name}: {e}") from None
     return params
 
 
@@ -152,6 +159,15 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Load and validate the whole params file (every stage does this before any work)."""
     try:
         return parse_params(load_raw(path))
+    except ParamsError as e:
+        raise ParamsError(f"{path}: {e}") from None
+
+
+def load_run_params(path: str | Path, run: str) -> Params:
+    """The params of named run ``run``: the whole file validated, then its overrides merged in."""
+    load_params(path)
+    try:
+        return parse_params(run_raw(load_raw(path), run))
     except ParamsError as e:
         raise ParamsError(f"{path}: {e}") from None
 

@@ -1,7 +1,6 @@
 """The schema of ``params.yaml``: one frozen dataclass per section, and the names the sections may use.
-
-There are no defaults: every tunable is written in ``params.yaml`` so that ``dvc params diff`` shows it.
-Comments give units and the papers' values.
+No defaults: every tunable is written in ``params.yaml`` so that ``dvc params diff`` shows it (comments give
+units and the papers' values).
 """
 from __future__ import annotations
 
@@ -248,3 +247,4 @@ class Params:
     pretrain: PretrainConfig
     generate: GenerateConfig
     evaluate: EvaluateConfig
+    runs: dict[str, dict]  # named runs: objective, dataset and overrides (ebm/config/runs.py)
