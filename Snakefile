@@ -2,7 +2,7 @@
 # all come from pipeline/stages.py (a test checks that both tools agree).
 #
 #   snakemake --cores 2 all          # everything, as `dvc repro`
-#   snakemake --cores 2 train_all    # every training run
+#   snakemake --cores 2 train_all    # every training run (the grid's and the named runs of params.yaml)
 #   snakemake --profile profiles/slurm all      # on a SLURM cluster (pip install -e '.[cluster]')
 #
 # Threads, memory, wall time and GPUs per job come from pipeline/resources.py; every job's output goes
@@ -10,14 +10,15 @@
 #
 # After a Snakemake run, record it for DVC with `dvc commit -f` (or `dvc exp save`).
 # Never run both tools at once in one workspace: each refuses while the other runs (pipeline/runlock.py).
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
-from ebm.config import ParamsError, load_params, load_raw, section
+from ebm.config import ParamsError, load_params, load_raw, run_items, section
 from pipeline.resources import JOBS, TRAIN_RETRIES, gpus_present, log_path
-from pipeline.stages import ALL_PARAMS, STAGES, fill, input_files, write_params_files
+from pipeline.stages import ALL_PARAMS, STAGES, fill, input_files, item_cmd, sections_of, write_params_files
 
 configfile: "params.yaml"
 
@@ -53,8 +54,15 @@ onstart:
 # params edit reruns the right jobs even for outputs that DVC made (they carry no Snakemake metadata).
 write_params_files(load_raw("params.yaml"))
 
-OBJECTIVES = PARAMS.objectives
 DATASETS = PARAMS.datasets
+# every run: the grid's (objective × dataset; run = objective) and the named ones (runs.<name>)
+RUNS = run_items(config)
+OBJECTIVE = {r["run"]: r["objective"] for r in RUNS}
+
+
+def each_run(template):
+    """``template`` (over {run}, {dataset}) filled for every run."""
+    return [fill(template, **r) for r in RUNS]
 
 
 # seconds of work: run inside the Snakemake process, never submitted to a cluster
@@ -66,26 +74,32 @@ localrules:
 
 
 wildcard_constraints:
-    objective="|".join(OBJECTIVES),
+    run="|".join(map(re.escape, OBJECTIVE)),
     dataset="|".join(DATASETS),
+
+
+def item(wildcards):
+    """A job's wildcards, with its run's objective (a per-run stage's command and params use it)."""
+    w = dict(wildcards.items())
+    return {**w, "objective": OBJECTIVE[w["run"]]} if "run" in w else w
 
 
 def stage_sections(stage):
     """The params sections a stage reads, as values: a change to them reruns the job (params trigger)."""
     def get(wildcards):
-        names = [fill(s, **dict(wildcards.items())) for s in STAGES[stage].params]
-        if names == [ALL_PARAMS]:
+        if STAGES[stage].params == [ALL_PARAMS]:
             return config
-        return {n: section(config, n) for n in names}
+        return {n: section(config, n) for n in sections_of(STAGES[stage], config, **item(wildcards))}
     return get
 
 
-def shell_cmd(stage):
-    """The stage's command (as in dvc.yaml), its stdout and stderr going to the job's log."""
-    cmd = STAGES[stage].cmd
-    for w in ("objective", "dataset"):
-        cmd = cmd.replace(f"{{{w}}}", f"{{wildcards.{w}}}")
-    return f"{cmd} > {{log}} 2>&1"
+# each job runs its stage's command (params.cmd: as in dvc.yaml, a named run's with `--run <name>`), its
+# stdout and stderr going to the job's log
+SHELL = "{params.cmd} > {log} 2>&1"
+
+
+def command(stage):
+    return lambda wildcards: item_cmd(STAGES[stage], **item(wildcards))
 
 
 def log(stage):
@@ -97,11 +111,12 @@ def resources(stage):
     return {"mem_mb": job.mem_mb, "runtime": job.runtime, "gpu": job.gpu}
 
 
-def launch(wildcards, resources):
+def train_command(wildcards, resources):
     """gpu=N > 1 (e.g. --set-resources train:gpu=4) runs the job under torchrun, one DDP process per GPU;
     one GPU, or the CPU, runs the command of dvc.yaml as it is."""
+    cmd = command("train")(wildcards)
     n = int(getattr(resources, "gpu", 1) or 1)
-    return f"torchrun --standalone --nproc-per-node {n} -m" if n > 1 else "python -m"
+    return cmd.replace("python -m", f"torchrun --standalone --nproc-per-node {n} -m", 1) if n > 1 else cmd
 
 
 def code(stage):
@@ -110,8 +125,8 @@ def code(stage):
 
 
 def data_inputs(stage):
-    """Upstream outputs and the params-hash file a per-item stage reads, as templates ({objective},
-    {dataset} are wildcards here)."""
+    """Upstream outputs and the params-hash file a per-item stage reads, as templates ({run}, {dataset}
+    are wildcards here)."""
     return [d for d in input_files(STAGES[stage]) if d.startswith("data/")]
 
 
@@ -127,7 +142,7 @@ rule all:
 
 rule train_all:
     input:
-        expand("data/train/{objective}/{dataset}/model.pt", objective=OBJECTIVES, dataset=DATASETS),
+        each_run("data/train/{run}/{dataset}/model.pt"),
 
 
 rule params:
@@ -140,13 +155,14 @@ rule params:
         log("params"),
     params:
         sections=stage_sections("params"),
+        cmd=command("params"),
     threads: JOBS["params"].threads
     resources:
         **resources("params"),
     conda:
         "envs/pipeline.yaml"
     shell:
-        shell_cmd("params")
+        SHELL
 
 
 rule data:
@@ -159,13 +175,14 @@ rule data:
         log("data"),
     params:
         sections=stage_sections("data"),
+        cmd=command("data"),
     threads: JOBS["data"].threads
     resources:
         **resources("data"),
     conda:
         "envs/pipeline.yaml"
     shell:
-        shell_cmd("data")
+        SHELL
 
 
 rule train:
@@ -178,7 +195,7 @@ rule train:
         log("train"),
     params:
         sections=stage_sections("train"),
-        launch=launch,
+        cmd=train_command,
     threads: JOBS["train"].threads
     resources:
         **resources("train"),
@@ -186,7 +203,7 @@ rule train:
     conda:
         "envs/pipeline.yaml"
     shell:
-        shell_cmd("train").replace("python -m", "{params.launch}", 1)
+        SHELL
 
 
 rule pretrain:
@@ -199,13 +216,14 @@ rule pretrain:
         log("pretrain"),
     params:
         sections=stage_sections("pretrain"),
+        cmd=command("pretrain"),
     threads: JOBS["pretrain"].threads
     resources:
         **resources("pretrain"),
     conda:
         "envs/pipeline.yaml"
     shell:
-        shell_cmd("pretrain")
+        SHELL
 
 
 rule generate:
@@ -218,13 +236,14 @@ rule generate:
         log("generate"),
     params:
         sections=stage_sections("generate"),
+        cmd=command("generate"),
     threads: JOBS["generate"].threads
     resources:
         **resources("generate"),
     conda:
         "envs/pipeline.yaml"
     shell:
-        shell_cmd("generate")
+        SHELL
 
 
 rule evaluate:
@@ -237,13 +256,14 @@ rule evaluate:
         log("evaluate"),
     params:
         sections=stage_sections("evaluate"),
+        cmd=command("evaluate"),
     threads: JOBS["evaluate"].threads
     resources:
         **resources("evaluate"),
     conda:
         "envs/pipeline.yaml"
     shell:
-        shell_cmd("evaluate")
+        SHELL
 
 
 rule report:
@@ -251,20 +271,21 @@ rule report:
         code("report"),
         "data/params/validated.txt",
         "data/params/hash/report.sha256",
-        expand("data/evaluate/{objective}/{dataset}/metrics.json", objective=OBJECTIVES, dataset=DATASETS),
-        expand("data/generate/{objective}/{dataset}/grids", objective=OBJECTIVES, dataset=DATASETS),
+        each_run("data/evaluate/{run}/{dataset}/metrics.json"),
+        each_run("data/generate/{run}/{dataset}/grids"),
         expand("data/pretrain/{dataset}/metrics.json", dataset=DATASETS),
-        expand("data/train/{objective}/{dataset}/history.csv", objective=OBJECTIVES, dataset=DATASETS),
+        each_run("data/train/{run}/{dataset}/history.csv"),
     output:
         outputs("report"),
     log:
         log("report"),
     params:
         sections=stage_sections("report"),
+        cmd=command("report"),
     threads: JOBS["report"].threads
     resources:
         **resources("report"),
     conda:
         "envs/pipeline.yaml"
     shell:
-        shell_cmd("report")
+        SHELL

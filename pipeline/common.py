@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ebm import env
-from ebm.config import Params, load_params, load_raw, params_hash
+from ebm.config import Params, ParamsError, load_params, load_raw, load_run_params, params_hash
 from ebm.errors import EbmError
 from pipeline.runlock import refuse_under_snakemake
 from pipeline.stages import STAGES, sections_of
@@ -24,12 +24,23 @@ class StageParams:
     hash: str  # sha256 of exactly those sections
 
 
-def stage_params(path: str, stage: str, **wildcards: str) -> StageParams:
-    """Validate the whole file (a typo anywhere stops every stage), then hash this stage's sections."""
+def stage_params(path: str, stage: str, run: str | None = None, **wildcards: str) -> StageParams:
+    """Validate the whole file (a typo anywhere stops every stage), then hash this stage's sections.
+    ``run``: a named run (``runs.<run>``), whose params are the shared ones with its overrides merged in."""
     params = load_params(path)
     raw = load_raw(path)
-    sections = sections_of(STAGES[stage], raw, **wildcards)
+    if run is not None:
+        params = load_run_params(path, run)
+        for key, given in wildcards.items():
+            own = getattr(params, key + "s")[0]  # the run's objective / dataset
+            if given != own:
+                raise ParamsError(f"{path}: runs.{run}.{key} is {own!r}, not {given!r}")
+    sections = sections_of(STAGES[stage], raw, **wildcards, **({"run": run} if run is not None else {}))
     return StageParams(params, sections, params_hash(raw, sections))
+
+
+def add_run_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", default=None, help="a named run of params.yaml (runs.<name>); none: a run of the grid")
 
 
 DEVICES = "auto, cpu, cuda, cuda:N"

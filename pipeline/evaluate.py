@@ -12,7 +12,7 @@ from ebm.data import load_dataset
 from ebm.eval.ood import roc_curve
 from ebm.eval.run import evaluate, robustness, sample_quality
 from ebm.provenance import pick_device, provenance
-from pipeline.common import base_parser, run, stage_params
+from pipeline.common import add_run_flag, base_parser, run, stage_params
 
 
 def robustness_series(rob: dict | None) -> dict[str, list[dict]]:
@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--samples", default=None, help="samples.npz of the generate stage, for IS/FID")
     p.add_argument("--out", required=True)
+    add_run_flag(p)
     args = p.parse_args(argv)
-    sp = stage_params(args.params, "evaluate")
+    sp = stage_params(args.params, "evaluate", run=args.run)
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint, device)
     data = load_dataset(args.data)

@@ -17,7 +17,7 @@ from ebm.data import load_dataset
 from ebm.generate import find_buffer, generate, grids, objective_sampler
 from ebm.io import atomic_dir
 from ebm.provenance import pick_device
-from pipeline.common import base_parser, run, stage_params
+from pipeline.common import add_run_flag, base_parser, run, stage_params
 
 
 def _png(img: np.ndarray, scale: int = 2) -> bytes:
@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", required=True, help="the dataset folder (JEM++'s informative init is fitted on it)")
     p.add_argument("--out", required=True)
     p.add_argument("--logdir", default=None, help="TensorBoard folder for the sample grids")
+    add_run_flag(p)
     args = p.parse_args(argv)
-    sp = stage_params(args.params, "generate")
+    sp = stage_params(args.params, "generate", run=args.run)
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint, device)
     n_classes, meta, cfg = len(ckpt["classes"]), ckpt["meta"], sp.params.generate

@@ -1,9 +1,10 @@
-"""Stage `report`: data/report/index.html and report.md over every objective × dataset."""
+"""Stage `report`: data/report/index.html and report.md over every run (the grid's and the named ones)."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from ebm.config import load_raw, run_items
 from ebm.io import atomic_dir
 from ebm.provenance import git_revision
 from ebm.report import write_report
@@ -17,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     sp = stage_params(args.params, "report")
     with atomic_dir(args.out) as tmp:
-        info = write_report(Path("."), tmp, sp.params.objectives, sp.params.datasets, inputs=report_inputs(),
+        info = write_report(Path("."), tmp, run_items(load_raw(args.params)), sp.params.datasets, inputs=report_inputs(),
                             provenance={"params_hash": sp.hash, "git_revision": git_revision(),
                                         "objectives": sp.params.objectives, "datasets": sp.params.datasets})
     print(f"report: {Path(args.out) / 'index.html'} ({info['runs']} runs"

@@ -2,7 +2,11 @@
 
 ``dvc.yaml`` is rendered from this module (``python -m pipeline.stages > dvc.yaml``; a test checks
 that the committed file is current) and the ``Snakefile`` builds its rules from it, so the two tools
-run the same commands on the same paths. Templates use ``{objective}`` and ``{dataset}``. A stage's
+run the same commands on the same paths. Templates use ``{run}``, ``{objective}`` and ``{dataset}``: a
+per-run stage has one item per run (ebm/config/runs.py), a grid run (objective × dataset, whose name is
+its objective) or a named run (``runs.<name>``, whose command gains ``--run <name>`` and whose params
+gain ``runs.<name>``). DVC renders each per-run stage twice: a ``matrix`` over the grid and a
+``foreach`` over ``runs`` (``<stage>_run@<name>``). A stage's
 code dependencies are not listed here: :meth:`Stage.code` derives them from what its script imports
 (``pipeline/codedeps.py``), for both tools.
 """
@@ -13,16 +17,21 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from ebm.config.runs import is_named, run_items
 from pipeline.codedeps import code_deps
 
 ALL_PARAMS = "*"  # a stage that tracks the whole params file
+# the wildcards of a per-run stage: one item per run of the grid (run = objective) or named run (runs.<name>),
+# whose paths use {run}; its command and params sections may use {objective} too
+RUN = ("run", "dataset")
+RUN_FLAG = " --run {run}"
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
     cmd: str
-    matrix: tuple[str, ...] = ()  # wildcards: () | ("dataset",) | ("objective", "dataset")
+    matrix: tuple[str, ...] = ()  # wildcards: () | ("dataset",) | RUN (one item per run)
     deps: list[str] = field(default_factory=list)  # data inputs: upstream outputs (code: see code())
     outs: list[str] = field(default_factory=list)  # cached outputs
     metrics: list[str] = field(default_factory=list)  # cache: false, shown by `dvc metrics`
@@ -71,15 +80,15 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage(
         name="train",
         cmd=("python -m pipeline.train --objective {objective} --dataset {dataset} "
-             "--data data/datasets/{dataset} --out data/train/{objective}/{dataset} "
-             "--logdir logs/{objective}/{dataset} --resume-dir data/resume/{objective}/{dataset}"),
-        matrix=("objective", "dataset"),
+             "--data data/datasets/{dataset} --out data/train/{run}/{dataset} "
+             "--logdir logs/{run}/{dataset} --resume-dir data/resume/{run}/{dataset}"),
+        matrix=RUN,
         deps=[PARAMS_OK, "data/datasets/{dataset}"],
-        outs=["data/train/{objective}/{dataset}/model.pt", "data/train/{objective}/{dataset}/info.json"],
-        metrics=["data/train/{objective}/{dataset}/summary.json"],
-        plots={"data/train/{objective}/{dataset}/history.csv": {"x": "step", "y": "loss"}},
+        outs=["data/train/{run}/{dataset}/model.pt", "data/train/{run}/{dataset}/info.json"],
+        metrics=["data/train/{run}/{dataset}/summary.json"],
+        plots={"data/train/{run}/{dataset}/history.csv": {"x": "step", "y": "loss"}},
         params=["model", "train.common", "train.augment.{dataset}", "train.{objective}"],
-        state=["data/resume/{objective}/{dataset}"],
+        state=["data/resume/{run}/{dataset}"],
     ),
     Stage(
         name="pretrain",
@@ -94,28 +103,28 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     ),
     Stage(
         name="generate",
-        cmd=("python -m pipeline.generate --checkpoint data/train/{objective}/{dataset}/model.pt "
-             "--data data/datasets/{dataset} --out data/generate/{objective}/{dataset} "
-             "--logdir logs/{objective}/{dataset}"),
-        matrix=("objective", "dataset"),
-        deps=[PARAMS_OK, "data/train/{objective}/{dataset}/model.pt", "data/datasets/{dataset}"],
-        outs=["data/generate/{objective}/{dataset}/samples.npz", "data/generate/{objective}/{dataset}/grids"],
+        cmd=("python -m pipeline.generate --checkpoint data/train/{run}/{dataset}/model.pt "
+             "--data data/datasets/{dataset} --out data/generate/{run}/{dataset} "
+             "--logdir logs/{run}/{dataset}"),
+        matrix=RUN,
+        deps=[PARAMS_OK, "data/train/{run}/{dataset}/model.pt", "data/datasets/{dataset}"],
+        outs=["data/generate/{run}/{dataset}/samples.npz", "data/generate/{run}/{dataset}/grids"],
         params=["generate"],
     ),
     Stage(
         name="evaluate",
-        cmd=("python -m pipeline.evaluate --checkpoint data/train/{objective}/{dataset}/model.pt "
-             "--data data/datasets/{dataset} --samples data/generate/{objective}/{dataset}/samples.npz "
-             "--out data/evaluate/{objective}/{dataset}"),
-        matrix=("objective", "dataset"),
-        deps=[PARAMS_OK, "data/train/{objective}/{dataset}/model.pt", "data/datasets/{dataset}",
-              "data/generate/{objective}/{dataset}/samples.npz"],
-        outs=["data/evaluate/{objective}/{dataset}/scores.npz", "data/evaluate/{objective}/{dataset}/info.json"],
-        metrics=["data/evaluate/{objective}/{dataset}/metrics.json"],
-        plots={"data/evaluate/{objective}/{dataset}/reliability.csv": {"x": "confidence", "y": "accuracy"},
+        cmd=("python -m pipeline.evaluate --checkpoint data/train/{run}/{dataset}/model.pt "
+             "--data data/datasets/{dataset} --samples data/generate/{run}/{dataset}/samples.npz "
+             "--out data/evaluate/{run}/{dataset}"),
+        matrix=RUN,
+        deps=[PARAMS_OK, "data/train/{run}/{dataset}/model.pt", "data/datasets/{dataset}",
+              "data/generate/{run}/{dataset}/samples.npz"],
+        outs=["data/evaluate/{run}/{dataset}/scores.npz", "data/evaluate/{run}/{dataset}/info.json"],
+        metrics=["data/evaluate/{run}/{dataset}/metrics.json"],
+        plots={"data/evaluate/{run}/{dataset}/reliability.csv": {"x": "confidence", "y": "accuracy"},
                # folders: one CSV per norm, one per OOD set and score
-               "data/evaluate/{objective}/{dataset}/robustness": {"x": "eps", "y": "accuracy"},
-               "data/evaluate/{objective}/{dataset}/roc": {"x": "fpr", "y": "tpr"}},
+               "data/evaluate/{run}/{dataset}/robustness": {"x": "eps", "y": "accuracy"},
+               "data/evaluate/{run}/{dataset}/roc": {"x": "fpr", "y": "tpr"}},
         params=["evaluate"],
     ),
     Stage(
@@ -123,7 +132,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         cmd="python -m pipeline.report --params params.yaml --out data/report",
         deps=[PARAMS_OK, "data/train", "data/generate", "data/evaluate", "data/pretrain"],
         outs=["data/report"],
-        params=["objectives", "datasets"],
+        params=["objectives", "datasets", "runs"],
     ),
 ]}
 
@@ -154,9 +163,19 @@ def input_files(stage: Stage) -> list[str]:
     return [*stage.deps, *([params_file(stage)] if stage.name != "params" else []), *stage.code()]
 
 
-def sections_of(stage: Stage, raw: dict, **wildcards: str) -> list[str]:
+def item_params(stage: Stage, **item: str) -> list[str]:
+    """The params templates one item reads: a named run's also read its own entry ``runs.<name>``."""
+    return [*stage.params, *(["runs.{run}"] if stage.matrix == RUN and is_named(item) else [])]
+
+
+def item_cmd(stage: Stage, **item: str) -> str:
+    """One item's command: a named run's is the grid's command plus ``--run <name>``."""
+    return fill(stage.cmd + (RUN_FLAG if stage.matrix == RUN and is_named(item) else ""), **item)
+
+
+def sections_of(stage: Stage, raw: dict, **item: str) -> list[str]:
     """The params sections one item of ``stage`` reads (``*``: every top-level key of ``raw``)."""
-    sections = [fill(s, **wildcards) for s in stage.params]
+    sections = [fill(s, **item) for s in item_params(stage, **item)]
     return sorted(raw) if sections == [ALL_PARAMS] else sections
 
 
@@ -171,7 +190,7 @@ def write_params_files(raw: dict, folder: str = PARAMS_HASHES) -> list[str]:
     written = []
     for name in ORDER[1:]:
         stage = STAGES[name]
-        for item in expand(stage, list(raw.get("objectives") or []), list(raw.get("datasets") or [])):
+        for item in expand(stage, raw):
             path = Path(folder) / fill(params_file(stage), **item)[len(PARAMS_HASHES) + 1:]
             text = params_hash(raw, sections_of(stage, raw, **item)) + "\n"
             if not (path.is_file() and path.read_text() == text):
@@ -180,32 +199,41 @@ def write_params_files(raw: dict, folder: str = PARAMS_HASHES) -> list[str]:
     return written
 
 
-def expand(stage: Stage, objectives: list[str], datasets: list[str]) -> list[dict[str, str]]:
-    """Every wildcard assignment of a stage, e.g. [{'objective': 'jem', 'dataset': 'shapes'}, ...]."""
+def expand(stage: Stage, raw: dict) -> list[dict[str, str]]:
+    """Every item of a stage under the params document ``raw``: [{}], [{'dataset': 'shapes'}, ...] or one
+    per run, [{'run': 'jem', 'objective': 'jem', 'dataset': 'shapes'}, ...] (grid first, then named runs)."""
     if stage.matrix == ():
         return [{}]
     if stage.matrix == ("dataset",):
-        return [{"dataset": d} for d in datasets]
-    return [{"objective": o, "dataset": d} for o in objectives for d in datasets]
+        return [{"dataset": d} for d in raw.get("datasets") or []]
+    return run_items(raw)
 
 
 # ----------------------------------------------------------------------------------------------------
 # DVC rendering
 
-def _dvc(template: str) -> str:
-    return template.replace("{objective}", "${item.objective}").replace("{dataset}", "${item.dataset}")
+# a grid item's {run} is its objective; a named run's is its key in `runs` (DVC's foreach: ${key})
+GRID_ITEM = {"run": "${item.objective}", "objective": "${item.objective}", "dataset": "${item.dataset}"}
+NAMED_ITEM = {"run": "${key}", "objective": "${item.objective}", "dataset": "${item.dataset}"}
 
 
-def dvc_stage(stage: Stage) -> dict:
+def dvc_stage(stage: Stage, item: dict[str, str] | None = None) -> dict:
+    """The stage for DVC; for a per-run stage, ``item`` (GRID_ITEM or NAMED_ITEM) picks which of its two."""
+    item = item or GRID_ITEM
+
+    def _dvc(template: str) -> str:
+        return fill(template, **item)
     d: dict = {}
-    if stage.matrix:
-        d["matrix"] = {k: f"${{{k}s}}" for k in stage.matrix}  # objective: ${objectives}
-    d["cmd"] = _dvc(stage.cmd)
+    if stage.matrix == ("dataset",):
+        d["matrix"] = {"dataset": "${datasets}"}
+    elif stage.matrix == RUN:
+        d["matrix"] = {"objective": "${objectives}", "dataset": "${datasets}"}
+    d["cmd"] = item_cmd(stage, **item)
     d["deps"] = [_dvc(p) for p in input_files(stage)]
     if stage.params == [ALL_PARAMS]:
         d["params"] = [{"params.yaml": None}]
     elif stage.params:
-        d["params"] = [_dvc(p) for p in stage.params]
+        d["params"] = [_dvc(p) for p in item_params(stage, **item)]
     outs = [_dvc(p) for p in stage.outs]
     outs += [{_dvc(p): {"cache": False, "persist": True}} for p in [*stage.persist, *stage.state]]
     if outs:
@@ -217,8 +245,20 @@ def dvc_stage(stage: Stage) -> dict:
     return d
 
 
+def dvc_stages() -> dict[str, dict]:
+    """dvc.yaml's stages: each of ORDER; a per-run stage also as ``<name>_run``, a foreach over ``runs``."""
+    out: dict[str, dict] = {}
+    for name in ORDER:
+        out[name] = dvc_stage(STAGES[name])
+        if STAGES[name].matrix == RUN:
+            named = dvc_stage(STAGES[name], NAMED_ITEM)
+            del named["matrix"]
+            out[f"{name}_run"] = {"foreach": "${runs}", "do": named}
+    return out
+
+
 def render_dvc_yaml() -> str:
-    doc = {"stages": {name: dvc_stage(STAGES[name]) for name in ORDER}}
+    doc = {"stages": dvc_stages()}
     header = ("# Generated by `python -m pipeline.stages > dvc.yaml` from pipeline/stages.py; do not edit by hand.\n"
               "# tests/test_stages.py checks that this file is current.\n")
     return header + yaml.safe_dump(doc, sort_keys=False, width=10_000, default_flow_style=False)

@@ -20,7 +20,7 @@ from ebm.io import sha256_file
 from ebm.provenance import pick_device, provenance
 from ebm.rank_resume import RankResumeStore, check_world
 from ebm.train import train
-from pipeline.common import base_parser, code_digest, positive_int, run, stage_params
+from pipeline.common import add_run_flag, base_parser, code_digest, positive_int, run, stage_params
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,9 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--channels-last", action="store_true", default=None,
                    help="channels_last memory format (env EBM_CHANNELS_LAST=1)")
     p.env_flag("channels_last", "EBM_CHANNELS_LAST")
+    add_run_flag(p)
     args = p.parse_args(argv)
     relaunch_under_torchrun("pipeline.train", sys.argv[1:] if argv is None else argv)
-    sp = stage_params(args.params, "train", objective=args.objective, dataset=args.dataset)
+    sp = stage_params(args.params, "train", run=args.run, objective=args.objective, dataset=args.dataset)
     if args.objective not in sp.params.objectives:
         from ebm.errors import ParamsError
         raise ParamsError(f"objective {args.objective!r} is not listed in `objectives` of {args.params}")

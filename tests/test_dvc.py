@@ -2,7 +2,8 @@
 
 Checks what a user relies on: a second `dvc repro` runs nothing, Snakemake then has nothing to do,
 editing one train.jem parameter reruns only the JEM branch, metrics and params diffs, and a typo in
-params.yaml stops `dvc repro` before any work.
+params.yaml stops `dvc repro` before any work. Beside the grid (softmax, jem on shapes) runs one named run
+whose model width and optimizer differ: one `dvc repro` trains it too, and editing it reruns it alone.
 """
 import json
 import os
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
+from ebm.artifacts import read_metrics
 from tests.conftest import REPO, tiny_params_dict, write_params
 
 BIN = Path(sys.executable).parent
@@ -32,6 +34,10 @@ def sh(*cmd, cwd, check=True):
 
 def ran(out: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+NAMED, OTHER = "wide-sgd", "slow_lr"  # two named runs: editing one must not rerun the other
+NAMED_STAGES = {f"{s}_run@{n}" for s in ("train", "generate", "evaluate") for n in (NAMED, OTHER)}
 
 
 def commit_all(work: Path, message: str) -> None:
@@ -55,12 +61,16 @@ def scratch_repo(work: Path, params: dict) -> Path:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    work = scratch_repo(tmp_path_factory.mktemp("pipeline"), tiny_params_dict())
+    p = tiny_params_dict()
+    p["runs"] = {NAMED: {"objective": "softmax", "dataset": "shapes", "model": {"width": 2},
+                         "train": {"common": {"optimizer": "sgd", "lr": 0.01}}},
+                 OTHER: {"objective": "softmax", "dataset": "shapes", "train": {"common": {"lr": 0.002}}}}
+    work = scratch_repo(tmp_path_factory.mktemp("pipeline"), p)
     first = sh("dvc", "repro", cwd=work)
     assert (work / "data/report/index.html").is_file()
     assert ran(first.stdout) == {"params", "data@shapes", "pretrain@shapes", "train@softmax-shapes", "train@jem-shapes",
                                  "generate@softmax-shapes", "generate@jem-shapes", "evaluate@softmax-shapes",
-                                 "evaluate@jem-shapes", "report"}
+                                 "evaluate@jem-shapes", "report", *NAMED_STAGES}
     commit_all(work, "repro")
     return work
 
@@ -75,8 +85,45 @@ def test_second_repro_runs_nothing_and_snakemake_agrees(repo):
 
 def test_metrics_show_lists_every_run(repo):
     out = sh("dvc", "metrics", "show", cwd=repo).stdout
-    for o in ("softmax", "jem"):
+    for o in ("softmax", "jem", NAMED):
         assert f"data/evaluate/{o}/shapes/metrics.json" in out
+
+
+def test_a_named_run_trains_beside_the_grid_and_the_report_shows_its_params(repo):
+    """The acceptance case: one `dvc repro` trained the grid's softmax and the named run whose model width and
+    optimizer differ; each is its own row in the report, and the params table shows how they differ."""
+    wide = read_metrics(repo / f"data/train/{NAMED}/shapes/summary.json")["params"]
+    grid = read_metrics(repo / "data/train/softmax/shapes/summary.json")["params"]
+    assert (wide["model"]["width"], wide["train.common"]["optimizer"]) == (2, "sgd")
+    assert (grid["model"]["width"], grid["train.common"]["optimizer"]) == (1, "adam")
+    html = (repo / "data/report/index.html").read_text()
+    results = re.search(r"<table id='results-shapes'>.*?</table>", html, re.S).group(0)
+    assert re.findall(r"<tr data-run='([^']+)'>", results) == ["softmax/shapes", "jem/shapes", f"{NAMED}/shapes",
+                                                                f"{OTHER}/shapes"]
+    diff = re.search(r"<table id='params-diff'>.*?</table>", html, re.S).group(0)
+    header = re.findall(r"<th>([^<]+)</th>", diff)
+    assert {"model.width", "train.common.optimizer"} <= set(header)
+    row = re.search(rf"<tr data-run='{NAMED}/shapes'>(.*?)</tr>", diff, re.S).group(1)
+    cells = re.findall(r"<td>([^<]*)</td>", row)
+    assert cells[header.index("model.width")] == "2" and cells[header.index("train.common.optimizer")] == "&quot;sgd&quot;"
+
+
+def test_editing_one_named_run_reruns_only_that_run(repo):
+    original = (repo / "params.yaml").read_text()
+    try:
+        p = yaml.safe_load(original)
+        p["runs"][NAMED]["train"]["common"]["lr"] = 0.02
+        write_params(repo / "params.yaml", p)
+        edited = {f"{s}_run@{NAMED}" for s in ("train", "generate", "evaluate")}
+        status = json.loads(sh("dvc", "status", "--json", cwd=repo).stdout)
+        assert set(status) == {"params", "report", *edited}, status
+        plan = sh("snakemake", "-n", "--cores", "1", "all", cwd=repo)
+        jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    wildcards: run=([\w.-]+)", plan.stdout, re.M)
+        assert set(jobs) == {(s, NAMED) for s in ("train", "generate", "evaluate")}, plan.stdout
+        assert ran(sh("dvc", "repro", cwd=repo).stdout) == {"params", "report", *edited}
+    finally:
+        (repo / "params.yaml").write_text(original)
+        sh("dvc", "repro", cwd=repo)
 
 
 def test_metrics_show_json_holds_numbers_only(repo):

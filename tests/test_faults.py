@@ -234,7 +234,7 @@ def test_markdown_report_is_escaped(tmp_path):
     metrics["sample_quality"]["fresh"]["reason"] = evil
     m.write_text(json.dumps(metrics))
     (tmp_path / "report").mkdir()
-    write_report(tmp_path, tmp_path / "report", ["jem"], ["shapes"], inputs=report_inputs(), provenance={"p": evil})
+    write_report(tmp_path, tmp_path / "report", [{"run": "jem", "objective": "jem", "dataset": "shapes"}], ["shapes"], inputs=report_inputs(), provenance={"p": evil})
     page, text = (tmp_path / "report/index.html").read_text(), (tmp_path / "report/report.md").read_text()
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in text.split("## Provenance")[0]

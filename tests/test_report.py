@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ebm.config import run_items
 from ebm.report import differing_params, write_report
 from pipeline.stages import report_inputs
 
 OBJECTIVES, DATASETS = ["softmax", "jem", "sada_jem"], ["shapes", "cifar10"]
+GRID = run_items({"objectives": OBJECTIVES, "datasets": DATASETS})
 MISSING = "sada_jem/shapes"  # one run without outputs
 
 
@@ -71,7 +73,7 @@ def report(tmp_path_factory) -> Path:
     make_tree(tmp_path / "data")
     out = tmp_path / "report"
     out.mkdir()
-    info = write_report(tmp_path, out, OBJECTIVES, DATASETS, inputs=report_inputs(), provenance={"params_hash": "x"})
+    info = write_report(tmp_path, out, GRID, DATASETS, inputs=report_inputs(), provenance={"params_hash": "x"})
     assert info == {"runs": 6, "missing": [MISSING]}
     return out
 

@@ -7,7 +7,7 @@ import pytest
 
 from ebm.report import write_report
 from pipeline.stages import report_inputs
-from tests.test_report import DATASETS, OBJECTIVES, make_tree
+from tests.test_report import DATASETS, GRID, OBJECTIVES, make_tree
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -23,7 +23,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     make_tree(tmp_path / "data")
     out = tmp_path / "report"
     out.mkdir()
-    write_report(tmp_path, out, OBJECTIVES, DATASETS, inputs=report_inputs(), provenance={})
+    write_report(tmp_path, out, GRID, DATASETS, inputs=report_inputs(), provenance={})
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=FLAGS)  # Playwright starts each launch with a fresh, empty profile

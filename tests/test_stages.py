@@ -17,7 +17,7 @@ from ebm.data.procedural import SHAPE_CLASSES
 from pipeline import check_params, data, evaluate, generate, pretrain, report, train
 from pipeline.common import run
 from pipeline.resources import log_path
-from pipeline.stages import ORDER, STAGES, expand, fill, render_dvc_yaml
+from pipeline.stages import ORDER, RUN, STAGES, expand, fill, item_params, render_dvc_yaml
 from tests.conftest import REPO, tiny_params_dict, write_params
 from ebm.artifacts import read_metrics
 
@@ -29,31 +29,45 @@ def test_dvc_yaml_is_rendered_from_stages():
     assert (REPO / "dvc.yaml").read_text() == render_dvc_yaml(), "run: python -m pipeline.stages > dvc.yaml"
 
 
-def _dvc_expanded(objectives, datasets):
-    """dvc.yaml's stages expanded by hand: name@item → (cmd, outputs, params)."""
+def _dvc_expanded(p: dict):
+    """dvc.yaml's stages expanded by hand for params ``p``: (name, item) → (cmd, outputs, params). A matrix
+    stage has an item per objective × dataset (or dataset); a `<stage>_run` foreach one per named run."""
     doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     out = {}
     for name, st in doc["stages"].items():
-        items = expand(STAGES[name], objectives, datasets)
+        if "foreach" in st:
+            assert st["foreach"] == "${runs}" and name.endswith("_run")
+            base, st = name[: -len("_run")], st["do"]
+            items = [{"run": k, "objective": v["objective"], "dataset": v["dataset"]} for k, v in p["runs"].items()]
+        else:
+            base = name
+            items = [it for it in expand(STAGES[name], p) if "run" not in it or it["run"] == it["objective"]]
+
+        def sub(s, item):
+            s = s.replace("${key}", item.get("run", ""))
+            return re.sub(r"\$\{item\.(\w+)\}", lambda m: item[m.group(1)], s)
+        state = [fill(s, **it) for s in STAGES[base].state for it in items]
         for item in items:
-            sub = lambda s: re.sub(r"\$\{item\.(\w+)\}", lambda m: item[m.group(1)], s)  # noqa: E731
             outs = []
             for key in ("outs", "metrics", "plots"):
                 for o in st.get(key, []):
-                    path = o if isinstance(o, str) else next(iter(o))
-                    if path.replace("${item.objective}", "{objective}").replace("${item.dataset}", "{dataset}") \
-                            in STAGES[name].state:
-                        continue  # resume state: kept by DVC, deliberately not a Snakemake output
-                    outs.append(sub(path))
-            params = [sub(p) if isinstance(p, str) else "*" for p in st.get("params", [])]
-            out[(name, tuple(sorted(item.items())))] = (sub(st["cmd"]), sorted(outs), params)
+                    path = sub(o if isinstance(o, str) else next(iter(o)), item)
+                    if path not in state:  # resume state: kept by DVC, deliberately not a Snakemake output
+                        outs.append(path)
+            params = [sub(x, item) if isinstance(x, str) else "*" for x in st.get("params", [])]
+            out[(base, tuple(sorted(item.items())))] = (sub(st["cmd"], item), sorted(outs), params)
     return out
+
+
+# two named runs beside the grid: settings that differ from the shared ones, on either dataset
+NAMED = {"wide": {"objective": "softmax", "dataset": "shapes", "model": {"width": 2}},
+         "jem-sgd": {"objective": "jem", "dataset": "cifar10", "train": {"common": {"optimizer": "sgd"}}}}
 
 
 def test_snakefile_runs_the_same_commands_on_the_same_outputs(tmp_path):
     objectives, datasets = ["softmax", "jem"], ["shapes", "cifar10"]
     p = tiny_params_dict()
-    p["objectives"], p["datasets"] = objectives, datasets
+    p["objectives"], p["datasets"], p["runs"] = objectives, datasets, NAMED
     work = tmp_path / "wf"
     work.mkdir()
     for f in ("Snakefile", "pipeline", "ebm", "data/raw/shapes"):
@@ -64,17 +78,46 @@ def test_snakefile_runs_the_same_commands_on_the_same_outputs(tmp_path):
                        cwd=work, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr + r.stdout
     log = r.stdout + r.stderr
-    expected = _dvc_expanded(objectives, datasets)
-    assert len(expected) == 1 + 2 + 2 + 3 * 4 + 1
+    expected = _dvc_expanded(p)
+    assert len(expected) == 1 + 2 + 2 + 3 * (4 + 2) + 1
     for (name, item), (cmd, outs, params) in expected.items():
+        item = dict(item)
         # the same command, its output going to the job's log (Snakemake's `log:`)
-        job_log = fill(log_path(name, STAGES[name].matrix), **dict(item))
+        job_log = fill(log_path(name, STAGES[name].matrix), **item)
         assert f"{cmd} > {job_log} 2>&1\n" in log, f"Snakemake does not run the DVC command of {name}: {cmd}"
+        assert ("--run " in cmd) == (item.get("run", item.get("objective")) in NAMED), cmd
         for o in outs:
             assert o in log, f"Snakemake does not declare output {o} of {name}"
-        assert params == [s if s == "*" else fill(s, **dict(item)) for s in STAGES[name].params]
+        assert params == [s if s == "*" else fill(s, **item) for s in item_params(STAGES[name], **item)]
     # every job Snakemake plans is one DVC knows
-    assert log.count("rule train:") == 4 and log.count("rule evaluate:") == 4
+    assert log.count("rule train:") == 6 and log.count("rule evaluate:") == 6
+    assert "data/train/wide/shapes/model.pt" in log and "data/evaluate/jem-sgd/cifar10/metrics.json" in log
+
+
+# The embedded default's DAG as it was before named runs existed (commit 75c950e): its stage items, and
+# the commands and outputs of one run. Named runs add `<stage>_run` stages, which `runs: {}` expands to nothing.
+DEFAULT_ITEMS = ["params", "data@shapes", "pretrain@shapes", *[f"{s}@{o}-shapes" for s in ("train", "generate",
+                 "evaluate") for o in ("softmax", "jem")], "report"]
+
+
+def test_the_default_dag_is_unchanged_by_named_runs():
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert p["runs"] == {} and p["objectives"] == ["softmax", "jem"] and p["datasets"] == ["shapes"]
+    expanded = {name + ("@" + "-".join(i[k] for k in ("objective", "dataset") if k in i) if i else ""): v
+                for (name, item), v in _dvc_expanded(p).items() for i in [dict(item)]}
+    assert sorted(expanded) == sorted(DEFAULT_ITEMS)
+    cmd, outs, params = expanded["train@jem-shapes"]
+    assert cmd == ("python -m pipeline.train --objective jem --dataset shapes --data data/datasets/shapes "
+                   "--out data/train/jem/shapes --logdir logs/jem/shapes --resume-dir data/resume/jem/shapes")
+    assert outs == sorted(f"data/train/jem/shapes/{f}" for f in ("model.pt", "info.json", "summary.json", "history.csv"))
+    assert params == ["model", "train.common", "train.augment.shapes", "train.jem"]
+    cmd, outs, params = expanded["evaluate@softmax-shapes"]
+    assert cmd == ("python -m pipeline.evaluate --checkpoint data/train/softmax/shapes/model.pt --data "
+                   "data/datasets/shapes --samples data/generate/softmax/shapes/samples.npz --out "
+                   "data/evaluate/softmax/shapes")
+    assert "data/evaluate/softmax/shapes/metrics.json" in outs and params == ["evaluate"]
+    assert expanded["generate@jem-shapes"][0].endswith("--out data/generate/jem/shapes --logdir logs/jem/shapes")
+    assert not any("--run" in c for c, _, _ in expanded.values())
 
 
 def test_dvc_params_sections_match_stages():
@@ -86,6 +129,9 @@ def test_dvc_params_sections_match_stages():
         else:
             assert [p.replace("${item.objective}", "{objective}").replace("${item.dataset}", "{dataset}")
                     for p in dvc_params] == STAGES[name].params
+        if STAGES[name].matrix == RUN:  # the named runs' twin: the same sections, and the run's own entry
+            named = doc["stages"][f"{name}_run"]["do"].get("params", [])
+            assert named == [*dvc_params, "runs.${key}"]
 
 
 @pytest.fixture

@@ -32,11 +32,11 @@ def _dataset_section(runs: list[Run], d: str, out: Path) -> Section:
         if fn(runs, d, out / name):
             sec.figures.append((name, cap))
     for r in sel:
-        if plot_ood(r, out / f"ood_{r.objective}_{d}.png"):
-            sec.figures.append((f"ood_{r.objective}_{d}.png", f"OOD score histograms and ROC curves, {r.name}"))
+        if plot_ood(r, out / f"ood_{r.run}_{d}.png"):
+            sec.figures.append((f"ood_{r.run}_{d}.png", f"OOD score histograms and ROC curves, {r.name}"))
         captions = read_captions(path.parent) if (path := next(iter(r.grids.values()), None)) else {}
         for g, path in r.grids.items():
-            name = f"samples_{g}_{r.objective}_{d}.png"
+            name = f"samples_{g}_{r.run}_{d}.png"
             shutil.copyfile(path, out / name)
             how = f" ({captions[g]})" if g in captions else ""  # the sampler that made them
             sec.figures.append((name, f"Samples of {r.name}: {GRIDS[g]}{how}"))
@@ -56,13 +56,14 @@ def _pretrain_section(root: Path, d: str, out: Path, inputs: dict[str, str]) -> 
     return sec
 
 
-def write_report(root: Path, out: Path, objectives: list[str], datasets: list[str], *, inputs: dict[str, str],
-                 provenance: dict) -> dict:
-    """Write ``index.html``, ``report.md`` and figures into ``out`` (an existing, empty folder). ``inputs``:
-    each key of :data:`INPUTS` → its path template under ``root``."""
+def write_report(root: Path, out: Path, items: list[dict[str, str]], datasets: list[str], *,
+                 inputs: dict[str, str], provenance: dict) -> dict:
+    """Write ``index.html``, ``report.md`` and figures into ``out`` (an existing, empty folder). ``items``:
+    the runs (``{"run", "objective", "dataset"}``, ebm.config.run_items); ``inputs``: each key of
+    :data:`INPUTS` → its path template under ``root``."""
     if sorted(inputs) != sorted(INPUTS):
         raise ValueError(f"report inputs {sorted(inputs)} != {sorted(INPUTS)}")  # a bug in the caller
-    runs = collect_runs(root, objectives, datasets, inputs)
+    runs = collect_runs(root, sorted(items, key=lambda it: datasets.index(it["dataset"])), inputs)
     sections = [_dataset_section(runs, d, out) for d in datasets]
     sections += [s for d in datasets if (s := _pretrain_section(root, d, out, inputs)) is not None]
     params = Section("Parameters that differ between the runs")

@@ -33,7 +33,7 @@ def plot_reliability(runs: list[Run], dataset: str, path: Path) -> bool:
         ax.bar(lo, [b["accuracy"] for b in r.reliability], width=[b["bin_hi"] - b["bin_lo"] for b in r.reliability],
                align="edge", edgecolor="k")
         ax.plot([0, 1], [0, 1], "r--", lw=1)
-        ax.set(title=f"{r.objective} (ECE {fmt((r.metrics or {}).get('ece'), True)}%)", xlabel="confidence",
+        ax.set(title=f"{r.label} (ECE {fmt((r.metrics or {}).get('ece'), True)}%)", xlabel="confidence",
                xlim=(0, 1), ylim=(0, 1))
     axes[0][0].set_ylabel("accuracy")
     _save(fig, path)
@@ -48,7 +48,7 @@ def plot_curves(runs: list[Run], dataset: str, path: Path) -> bool:
     for r in sel:
         steps = [h["step"] for h in r.history]
         for ax, key in zip(axes, ("loss", "ce", "acc")):
-            ax.plot(steps, [h.get(key) for h in r.history], label=r.objective)
+            ax.plot(steps, [h.get(key) for h in r.history], label=r.label)
     for ax, title in zip(axes, ("total loss", "cross-entropy (train batch)", "accuracy (train batch)")):
         ax.set(title=title, xlabel="step")
         ax.legend(fontsize=8)
@@ -89,7 +89,7 @@ def plot_robustness(runs: list[Run], dataset: str, path: Path) -> bool:
     for r in sel:
         for ax, norm in zip(axes, ("linf", "l2")):
             acc = r.metrics["robustness"].get(norm) or {}
-            ax.plot([float(e) for e in acc], list(acc.values()), "o-", label=r.objective)
+            ax.plot([float(e) for e in acc], list(acc.values()), "o-", label=r.label)
     for ax, norm in zip(axes, ("L∞", "L2")):
         ax.set(title=f"PGD {norm}", xlabel="ε (1/255 of the [0, 1] range)", ylabel="accuracy", ylim=(0, 1))
         ax.legend(fontsize=8)

@@ -60,7 +60,7 @@ def results_table(runs: list[Run], notes: list[str]) -> tuple[list[str], list[tu
         m, s = r.metrics or {}, r.summary or {}
         robm = m.get("robustness") or {}
         rows.append((r.name, [
-            r.objective, r.dataset, _with_paper(fmt(m.get("accuracy"), True), r, "accuracy", True),
+            r.label, r.dataset, _with_paper(fmt(m.get("accuracy"), True), r, "accuracy", True),
             fmt(m.get("nll")), _with_paper(fmt(m.get("ece"), True), r, "ece", True),
             _quality(r, "is", notes), _quality(r, "fid", notes),
             *[fmt((robm.get(n) or {}).get(e), True) for n, e in rob],

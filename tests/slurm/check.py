@@ -50,8 +50,8 @@ def check(slurm: Path, local: Path, comp: Path) -> None:
     subs = SUBMITTED.findall(out)
     ensure(bool(subs), "no job was submitted to SLURM")
     done = jobcomp(comp)
-    expected = {(name, "_".join(w.values())): w for name in REMOTE
-                for w in expand(STAGES[name], p["objectives"], p["datasets"])}
+    expected = {(name, "_".join(w[k] for k in STAGES[name].matrix)): w for name in REMOTE
+                for w in expand(STAGES[name], p)}
     attempts: dict[tuple[str, str], list[str]] = {}
     for jobid, rule, wild in subs:
         ensure((rule, wild) in expected, f"unexpected SLURM job {jobid}: rule {rule} {wild}")
@@ -77,12 +77,12 @@ def check(slurm: Path, local: Path, comp: Path) -> None:
     for (rule, wild), ids in killed:
         ensure(rule == "train", f"{rule} {wild} hit its time limit")
         w = expected[(rule, wild)]
-        log = (slurm / f"logs/jobs/train/{w['objective']}/{w['dataset']}.log").read_text()
+        log = (slurm / f"logs/jobs/train/{w['run']}/{w['dataset']}.log").read_text()
         m = re.search(r"resume: continuing from step (\d+)", log)
         ensure(m is not None and int(m.group(1)) > 0, f"train {wild}: the retry did not resume:\n{log}")
-        summary = read_metrics(slurm / f"data/train/{w['objective']}/{w['dataset']}/summary.json")
+        summary = read_metrics(slurm / f"data/train/{w['run']}/{w['dataset']}/summary.json")
         ensure(summary["resumed_from_step"] == int(m.group(1)), f"train {wild}: summary disagrees with its log")
-        print(f"retried: train {w['objective']}/{w['dataset']}: SLURM jobs {' → '.join(ids)} "
+        print(f"retried: train {w['run']}/{w['dataset']}: SLURM jobs {' → '.join(ids)} "
               f"({', '.join(done[i]['JobState'] for i in ids)}); the last resumed from step {m.group(1)} "
               f"of {summary['steps']}")
 
