@@ -1,14 +1,23 @@
-"""Paper-scale configurations: valid under the strict schema (not run in CI)."""
+"""Paper-scale configurations: valid under the strict schema, and one run set of eight named runs that
+both runners plan as eight jobs (dry runs only: never trained in CI)."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ebm.config import ParamsError, load_raw, parse_params
-from pipeline.overrides import as_cli, leaves, main, merge
+from ebm.config import ParamsError, load_raw, parse_params, run_raw
+from ebm.config.runs import merge
+from pipeline.runset import main, run_set
 from tests.conftest import REPO
 
 PRESETS = sorted((REPO / "configs" / "paper").glob("*.yaml"))
+BIN = Path(sys.executable).parent
 
 
 def test_there_is_a_preset_per_objective_and_dataset():
@@ -18,26 +27,48 @@ def test_there_is_a_preset_per_objective_and_dataset():
             assert f"{obj}-{ds}" in names
 
 
+@pytest.fixture(scope="module")
+def paper() -> dict:
+    doc = run_set(load_raw(REPO / "params.yaml"), PRESETS)
+    parse_params(doc)
+    return doc
+
+
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
-def test_preset_is_valid_and_changes_only_known_keys(path):
-    override = yaml.safe_load(path.read_text())
-    params = parse_params(merge(load_raw(REPO / "params.yaml"), override))
+def test_each_named_run_has_exactly_its_presets_settings(paper, path):
+    """The run's own params equal the preset applied to the whole params file (as `dvc exp run -S` did)."""
+    preset = yaml.safe_load(path.read_text())
+    alone = parse_params(merge(load_raw(REPO / "params.yaml"), preset))
+    run = parse_params(run_raw(paper, path.stem))
     obj, ds = path.stem.split("-")
-    assert params.objectives == [obj] and params.datasets == [ds]
-    assert params.model.depth == 28 and params.model.width == 10
-    assert all(isinstance(k, str) and "=" not in k for k, _ in leaves(override))
+    assert paper["runs"][path.stem]["objective"] == obj and paper["runs"][path.stem]["dataset"] == ds
+    assert run.objectives == alone.objectives == [obj] and run.datasets == alone.datasets == [ds]
+    for section in ("model", "train", "generate", "evaluate"):
+        assert getattr(run, section) == getattr(alone, section), section
+    assert run.data[ds] == alone.data[ds] and run.model.depth == 28 and run.model.width == 10
 
 
-def test_overrides_refuse_unknown_keys_and_print_dvc_flags(tmp_path, capsys):
+def test_the_run_set_turns_the_grid_off_and_prepares_each_dataset_once(paper):
+    assert paper["objectives"] == [] and sorted(paper["datasets"]) == ["cifar10", "cifar100"]
+    assert sorted(paper["runs"]) == sorted(p.stem for p in PRESETS)
+
+
+def test_the_run_set_refuses_what_a_run_cannot_set(tmp_path, capsys):
+    base = load_raw(REPO / "params.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("train:\n  jem:\n    sgld_stepz: 3\n")
-    with pytest.raises(ParamsError, match="train.jem.sgld_stepz"):
-        merge(load_raw(REPO / "params.yaml"), yaml.safe_load(bad.read_text()))
-    assert main([str(bad), "--params", str(REPO / "params.yaml")]) == 2
-    assert main([str(PRESETS[0]), "--params", str(REPO / "params.yaml")]) == 0
-    out = capsys.readouterr().out.split()
-    assert out[0] == "-S" and "=" in out[1]
-    assert as_cli("a.b", [0.8, 0.9]) == "a.b=[0.8,0.9]" and as_cli("x", "l2") == "x=l2"
+    for text, pattern in [
+        ("objectives: [jem]\ndatasets: [cifar10]\ntrain:\n  jem:\n    sgld_stepz: 3\n", "unknown key runs.bad.train.jem.sgld_stepz"),
+        ("objectives: [jem]\ndatasets: [cifar10]\npretrain:\n  steps: 3\n", "pretrain cannot differ between runs"),
+        ("objectives: [jem, hdge]\ndatasets: [cifar10]\n", "exactly one objective and one dataset"),
+        ("objectives: [jem]\ndatasets: [cifar10]\ndata:\n  cifar10:\n    n_train: 7\n", "sets data.cifar10 differently"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(ParamsError, match=re.escape(pattern)):
+            parse_params(run_set(base, [PRESETS[0], PRESETS[2], bad]))
+    out = tmp_path / "params.yaml"
+    assert main([*map(str, PRESETS), str(bad), "--params", str(REPO / "params.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "differently" in err and not out.exists()
 
 
 # Each paper's evaluation protocol (METHODS.md §1.6, §2.5, §3.5, §4.4, §7): test-time noise, PGD steps and
@@ -51,12 +82,11 @@ PAPER_EVAL = {
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
-def test_preset_sets_the_papers_generation_and_evaluation(path):
-    """`dvc exp run` with the preset's -S flags changes these keys, so `dvc params diff` against the default
-    shows each paper's evaluation settings; every one of them differs from the embedded default."""
-    override = yaml.safe_load(path.read_text())
+def test_preset_sets_the_papers_generation_and_evaluation(paper, path):
+    """Each named run overrides generate and evaluate with its paper's protocol, and every one of these keys
+    differs from the embedded default (so `dvc params diff` shows them)."""
     default = parse_params(load_raw(REPO / "params.yaml"))
-    params = parse_params(merge(load_raw(REPO / "params.yaml"), override))
+    params = parse_params(run_raw(paper, path.stem))
     obj, ds = path.stem.split("-")
     e, g = params.evaluate, params.generate
     for k, v in PAPER_EVAL[obj].items():
@@ -66,14 +96,42 @@ def test_preset_sets_the_papers_generation_and_evaluation(path):
     assert {"svhn", "interp"} <= set(params.data[ds].ood)
     if ds == "cifar10":
         assert set(params.data[ds].ood) == {"svhn", "interp", "cifar100", "celeba"}  # JEM Tables 2-3
-    flags = dict(f.split("=", 1) for f in as_cli_flags(override))
-    changed = [k for k in flags if k.startswith(("evaluate.", "generate."))]
+    run = paper["runs"][path.stem]
     for k in ("evaluate.pgd_steps", "evaluate.pgd_images", "evaluate.pgd_linf_eps", "generate.n_samples",
               "generate.mode", "generate.calls"):
-        assert k in changed, k
         section, key = k.split(".")
+        assert key in run[section], k
         assert getattr(getattr(params, section), key) != getattr(getattr(default, section), key), k
 
 
-def as_cli_flags(override: dict) -> list[str]:
-    return [as_cli(k, v) for k, v in leaves(override)]
+def test_the_paper_run_set_is_eight_jobs_in_both_runners(tmp_path):
+    """`python -m pipeline.runset configs/paper/*.yaml --out params.yaml`, then dry runs: Snakemake through
+    the SLURM profile plans eight train jobs (each with its GPU, memory and wall time), DVC eight train_run
+    stages, each run its own outputs; nothing of the grid."""
+    for f in ("Snakefile", "dvc.yaml", ".dvcignore", ".gitignore", "pipeline", "ebm", "envs", "profiles", ".dvc"):
+        src = REPO / f
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / f, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
+        else:
+            shutil.copy(src, tmp_path / f)
+    assert main([*map(str, PRESETS), "--params", str(REPO / "params.yaml"), "--out", str(tmp_path / "params.yaml")]) == 0
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    r = subprocess.run(["snakemake", "-n", "--profile", "profiles/slurm", "all"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    jobs = [j for j in re.split(r"\n(?=\[|rule \w+:)", r.stdout + r.stderr) if j.startswith("rule train:")]
+    assert len(jobs) == 8
+    planned = {}
+    for j in jobs:
+        run = re.search(r"wildcards: run=([\w.-]+), dataset=(\w+)", j)
+        assert run and f"--run {run.group(1)} > logs/jobs/train/{run.group(1)}/{run.group(2)}.log" in j, j
+        assert re.search(r"resources: .*mem_mb=32000.*runtime=1440, gpu=1", j), j
+        assert f"output: data/train/{run.group(1)}/{run.group(2)}/model.pt" in j
+        planned[run.group(1)] = re.search(r"--objective (\w+) --dataset (\w+)", j).groups()
+    assert planned == {p.stem: tuple(p.stem.split("-")) for p in PRESETS}
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    status = subprocess.run([str(BIN / "dvc"), "status", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    stages = set(json.loads(status.stdout))
+    assert {s for s in stages if s.startswith("train")} == {f"train_run@{p.stem}" for p in PRESETS}
+    assert {s for s in stages if s.startswith("evaluate")} == {f"evaluate_run@{p.stem}" for p in PRESETS}
