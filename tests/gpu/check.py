@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from ebm.artifacts import read_metrics  # noqa: E402
-from pipeline.stages import ORDER, STAGES, expand, fill  # noqa: E402
+from pipeline.stages import ORDER, STAGES, expand, fill, item_cmd  # noqa: E402
 
 OBJECTIVES = ["softmax", "jem", "jempp", "sada_jem", "hdge", "hdge_jem"]
 FAILED: list[str] = []
@@ -73,9 +73,9 @@ def whole_dag(work: Path, p: dict) -> None:
     write(work, p)
     env = {"EBM_DEVICE": DEVICE}
     for name in ORDER:
-        for item in expand(STAGES[name], p["objectives"], p["datasets"]):
-            r = sh(fill(STAGES[name].cmd, **item).replace("python ", f"{sys.executable} ", 1), work, env)
-            check(f"dag {name} {' '.join(item.values())}".strip(), r.returncode == 0)
+        for item in expand(STAGES[name], p):
+            r = sh(item_cmd(STAGES[name], **item).replace("python ", f"{sys.executable} ", 1), work, env)
+            check(f"dag {name} {' '.join(item[k] for k in STAGES[name].matrix)}".strip(), r.returncode == 0)
             if r.returncode:
                 return
     for o in p["objectives"]:
