@@ -115,6 +115,8 @@ def test_the_paper_run_set_is_eight_jobs_in_both_runners(tmp_path):
         else:
             shutil.copy(src, tmp_path / f)
     assert main([*map(str, PRESETS), "--params", str(REPO / "params.yaml"), "--out", str(tmp_path / "params.yaml")]) == 0
+    for ds in ("cifar10", "cifar100"):  # torchvision downloads into the raw folders, the data stages' inputs
+        (tmp_path / "data/raw" / ds).mkdir(parents=True)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     r = subprocess.run(["snakemake", "-n", "--profile", "profiles/slurm", "all"], cwd=tmp_path, env=env,
                        capture_output=True, text=True)
