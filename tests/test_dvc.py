@@ -108,6 +108,7 @@ def test_a_named_run_trains_beside_the_grid_and_the_report_shows_its_params(repo
     assert cells[header.index("model.width")] == "2" and cells[header.index("train.common.optimizer")] == "&quot;sgd&quot;"
 
 
+@pytest.mark.slow  # 100 s; make test keeps test_pretrain_edit_reruns_only_pretraining_and_the_report
 def test_editing_one_named_run_reruns_only_that_run(repo):
     original = (repo / "params.yaml").read_text()
     try:
@@ -170,6 +171,7 @@ def test_snakemake_refuses_config_overrides(repo):
     assert r.returncode != 0 and "overrides are refused" in r.stdout + r.stderr
 
 
+@pytest.mark.slow  # 70 s; make test keeps test_pretrain_edit_reruns_only_pretraining_and_the_report
 def test_jem_edit_reruns_only_the_jem_branch_and_diffs_show_it(repo):
     r = sh("dvc", "exp", "run", "-S", "train.jem.sgld_std=0.02", cwd=repo)
     assert ran(r.stdout) == {"params", "train@jem-shapes", "generate@jem-shapes", "evaluate@jem-shapes", "report"}
@@ -293,6 +295,7 @@ def applied_ood_count(work: Path, exp: str) -> int:
     return manifest["counts"]["ood_interp"]
 
 
+@pytest.mark.slow  # the queue test (slow) runs the same workspaces
 def test_an_experiment_in_a_temporary_workspace_finds_the_raw_data(raw_repo):
     """`dvc exp run --temp` (and every queued experiment) runs in a temporary git workspace, without
     git-ignored files: DVC checks data/raw/cifar10 out of its cache there because `dvc add` tracks it."""
@@ -313,7 +316,7 @@ def queue_status(work: Path) -> dict[str, str]:
     return {m.group(1): m.group(2) for r in rows if (m := re.match(r"[0-9a-f]{7}\s+(\S+)\s.*\s(\w+)$", r))}
 
 
-@pytest.mark.slow  # a minute: Celery workers; the --temp test above covers the same workspace
+@pytest.mark.slow  # a minute: Celery workers
 def test_queued_experiments_on_a_local_source_run_two_at_a_time(raw_repo):
     """The README's `dvc exp run --queue` + `dvc queue start -j 2` on the local-source cifar10."""
     names = {f"ood{n}": n for n in (1, 2)}  # not 3: DVC's run cache would restore the --temp test's run
