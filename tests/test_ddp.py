@@ -230,6 +230,7 @@ def test_dist_backend_variable_is_checked(monkeypatch, value, message):
     assert process_group_backend(torch.device("cpu")) == "gloo"
 
 
+@pytest.mark.slow  # 20-40 s: a torchrun launch; make test keeps the other 2-process checks
 def test_divergence_on_one_rank_rolls_every_rank_back(work, tmp_path):
     """Rank 1 alone sees a NaN at step 3: both ranks roll back to step 2 together, retry once and end with
     the same weights (without the all-reduced flag, rank 0 would go on, and the ranks' weights and step
