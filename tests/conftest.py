@@ -37,3 +37,16 @@ def write_params(path: Path, p: dict) -> Path:
 @pytest.fixture
 def tiny_params(tmp_path: Path) -> Path:
     return write_params(tmp_path / "params.yaml", tiny_params_dict())
+
+
+def copy_from_repo(dest: Path, paths) -> None:
+    """Copy these files and folders of the repository into ``dest`` (no caches)."""
+    import shutil
+
+    for f in paths:
+        src, dst = REPO / f, dest / f
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
+        else:
+            shutil.copy(src, dst)

@@ -8,7 +8,6 @@ whose model width and optimizer differ: one `dvc repro` trains it too, and editi
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from ebm.artifacts import read_metrics
-from tests.conftest import REPO, tiny_params_dict, write_params
+from tests.conftest import copy_from_repo, REPO, tiny_params_dict, write_params
 
 BIN = Path(sys.executable).parent
 
@@ -47,12 +46,7 @@ def commit_all(work: Path, message: str) -> None:
 
 def scratch_repo(work: Path, params: dict) -> Path:
     """What a fresh clone has (data/raw/shapes: the procedural dataset's git-tracked raw folder), in git."""
-    for f in ("Snakefile", "dvc.yaml", ".dvcignore", ".gitignore", "pipeline", "ebm", "envs", ".dvc", "data/raw/shapes"):
-        src = REPO / f
-        if src.is_dir():
-            shutil.copytree(src, work / f, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
-        else:
-            shutil.copy(src, work / f)
+    copy_from_repo(work, ("Snakefile", "dvc.yaml", ".dvcignore", ".gitignore", "pipeline", "ebm", "envs", ".dvc", "data/raw/shapes"))
     write_params(work / "params.yaml", params)
     sh("git", "init", "-q", cwd=work)
     commit_all(work, "init")

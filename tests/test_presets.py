@@ -3,7 +3,6 @@ both runners plan as eight jobs (dry runs only: never trained in CI)."""
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import yaml
 from ebm.config import ParamsError, load_raw, parse_params, run_raw
 from ebm.config.runs import merge
 from pipeline.runset import main, run_set
-from tests.conftest import REPO
+from tests.conftest import copy_from_repo, REPO
 
 PRESETS = sorted((REPO / "configs" / "paper").glob("*.yaml"))
 BIN = Path(sys.executable).parent
@@ -108,12 +107,7 @@ def test_the_paper_run_set_is_eight_jobs_in_both_runners(tmp_path):
     """`python -m pipeline.runset configs/paper/*.yaml --out params.yaml`, then dry runs: Snakemake through
     the SLURM profile plans eight train jobs (each with its GPU, memory and wall time), DVC eight train_run
     stages, each run its own outputs; nothing of the grid."""
-    for f in ("Snakefile", "dvc.yaml", ".dvcignore", ".gitignore", "pipeline", "ebm", "envs", "profiles", ".dvc"):
-        src = REPO / f
-        if src.is_dir():
-            shutil.copytree(src, tmp_path / f, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
-        else:
-            shutil.copy(src, tmp_path / f)
+    copy_from_repo(tmp_path, ("Snakefile", "dvc.yaml", ".dvcignore", ".gitignore", "pipeline", "ebm", "envs", "profiles", ".dvc"))
     assert main([*map(str, PRESETS), "--params", str(REPO / "params.yaml"), "--out", str(tmp_path / "params.yaml")]) == 0
     for ds in ("cifar10", "cifar100"):  # torchvision downloads into the raw folders, the data stages' inputs
         (tmp_path / "data/raw" / ds).mkdir(parents=True)
