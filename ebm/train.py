@@ -261,6 +261,7 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
         step = tr.step
         for g in tr.opt.param_groups:
             g["lr"] = lr_at(step, c) * tr.lr_scale
+        tr.objective.set_step(step)
         loss_t, logs = train_step(tr.net, tr.objective, tr.opt, tr.next_batch(), amp)
         loss, vals = float(loss_t), {k: float(v) for k, v in logs.items()}
         if fault is not None:

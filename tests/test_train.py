@@ -214,6 +214,27 @@ def test_px_weight_zero_trains_exactly_like_the_discriminative_objective(data, n
         assert torch.equal(a, b), k
 
 
+@pytest.mark.parametrize("name", ["jem", "sada_jem", "hdge_jem"])
+def test_px_schedule_starts_the_likelihood_term_late_and_ramps_it(data, name):
+    """px_start 2, px_ramp 2: steps 0-1 sample nothing (no e_sample logged), then the p(x) weight is 1/2 of
+    px_weight at step 2 and the full weight from step 3 on."""
+    from ebm.objectives import build_objective
+
+    p = tiny_params_dict()
+    p["train"]["common"].update(steps=4)
+    p["train"][name].update(px_start=2, px_ramp=2, init="uniform")
+    params = parse_params(p)
+    obj = build_objective(name, params, n_classes=10)
+    jem = getattr(obj, "jem", obj)
+    scales = []
+    for step in range(5):
+        obj.set_step(step)
+        scales.append(jem.px_scale)
+    assert scales == [0.0, 0.0, 0.5, 1.0, 1.0]
+    r = train(params, name, data, torch.device("cpu"), progress=False, log_every=1)
+    assert ["e_sample" in h for h in r.history] == [False, False, True, True]
+
+
 @pytest.mark.parametrize("dataset,flips", [("svhn", False), ("cifar10", True)])
 def test_augmentation_is_per_dataset_and_svhn_is_never_flipped(data, dataset, flips):
     """train.augment.<dataset>: SVHN digits are cropped but never mirrored (the papers' code); CIFAR is."""

@@ -27,6 +27,7 @@ class Objective:
     - :meth:`loss`: the scalar to minimise and the scalars to log (``loss`` and ``acc`` among them);
     - :attr:`sam`: SAM's settings (``rho``, ``adaptive``) when the loop must wrap its optimizer in SAM,
       else None; then :meth:`perturbed_loss` is the loss of SAM's second pass at w + ε(w);
+    - :meth:`set_step`: the loop tells the objective which training step comes next (schedules);
     - :meth:`reset_sampler`: re-initialise sampler state after a divergence;
     - :meth:`state_dict` / :meth:`load_state_dict`: the state to save with a checkpoint and restore
       on resume (plain tensors and dicts); :meth:`to` moves it to a device.
@@ -47,6 +48,9 @@ class Objective:
 
     def to(self, device: torch.device | str) -> "Objective":
         return self
+
+    def set_step(self, step: int) -> None:
+        """The next training step (0-based), for objectives whose terms follow a schedule."""
 
     def reset_sampler(self) -> None:
         """Re-initialise any sampler state (after a divergence). No-op for objectives without one."""

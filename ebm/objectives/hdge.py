@@ -128,7 +128,7 @@ class HDGEJEM(HDGE):
     def __init__(self, cfg: HdgeJemConfig, common: TrainCommon, *, n_classes: int, image_shape: tuple[int, ...],
                  data: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__(cfg, common, n_classes=n_classes, image_shape=image_shape)
-        self.jem = JEM(cfg, common, n_classes=n_classes, image_shape=image_shape)  # its p(x) term and sampler
+        self.jem = JEM(cfg, common, n_classes=n_classes, image_shape=image_shape, data=data)  # p(x) term, sampler
 
     def to(self, device: torch.device | str) -> "HDGEJEM":
         super().to(device)
@@ -136,11 +136,14 @@ class HDGEJEM(HDGE):
         return self
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        l_px, px_logs = self.jem.px_terms(model, batch) if self.jem.generative else (None, {})
+        l_px, px_logs = self.jem.px_terms(model, batch) if self.jem.px_active else (None, {})
         loss, logs = self.hdge_terms(model, batch)
         if l_px is not None:  # px_weight = 0: exactly hdge, nothing sampled
             loss = loss + l_px
         return loss, {"loss": loss.detach(), **logs, **px_logs}
+
+    def set_step(self, step: int) -> None:
+        self.jem.set_step(step)
 
     def reset_sampler(self) -> None:
         self.jem.reset_sampler()

@@ -14,6 +14,9 @@ x+ and (x_lab, y) are two independent batches; the samples are detached (no grad
 The p(x|y) chains x~_i | y_i run SGLD on f(x)[y_i] for the labelled batch's own labels y_i, each drawn
 from its class's partition of the replay buffer, as in the JEM code.
 ``energy_l2`` is the small energy-magnitude penalty suggested for stability (0 = the paper).
+``px_start`` / ``px_ramp`` schedule the p(x) branch (its term and penalty): off before step ``px_start``
+(nothing is sampled, so those steps cost what a classifier step costs), then its weight rises linearly to
+``px_weight`` over ``px_ramp`` steps (both 0 = the paper: the full weight from the first step).
 """
 from __future__ import annotations
 
@@ -54,6 +57,8 @@ class JEM(Objective):
         self.sample_in_train_mode = getattr(cfg, "sample_mode", "eval") == "train"
         self.gaussians: ClassGaussians | None = None
         self.buffer: ReplayBuffer | None = None
+        self.px_scale = 1.0  # the p(x) schedule's factor at the current step (see set_step)
+        self.set_step(0)
         if not self.generative:
             return
         if getattr(cfg, "init", "uniform") == "informative":
@@ -70,6 +75,18 @@ class JEM(Objective):
     @property
     def pxy_weight(self) -> float:
         return getattr(self.cfg, "pxy_weight", 0.0)
+
+    def set_step(self, step: int) -> None:
+        c = self.cfg
+        if step < c.px_start:
+            self.px_scale = 0.0
+        else:
+            self.px_scale = min(1.0, (step - c.px_start + 1) / c.px_ramp) if c.px_ramp > 0 else 1.0
+
+    @property
+    def px_active(self) -> bool:
+        """Whether this step has a p(x) term (px_weight > 0 and the schedule has started)."""
+        return self.cfg.px_weight > 0 and self.px_scale > 0
 
     @property
     def generative(self) -> bool:
@@ -129,9 +146,9 @@ class JEM(Objective):
         lp_real = log_px(model(self.px_input(batch)))  # (B',)
         lp_fake = log_px(model(x_fake))  # (S,)
         l_px = -(lp_real.mean() - lp_fake.mean())
-        loss = c.px_weight * l_px
+        loss = c.px_weight * self.px_scale * l_px
         if energy_l2 > 0:
-            loss = loss + energy_l2 * (lp_real.mean() ** 2 + lp_fake.mean() ** 2)
+            loss = loss + energy_l2 * self.px_scale * (lp_real.mean() ** 2 + lp_fake.mean() ** 2)
         return loss, {"px": l_px.detach(), "e_data": -lp_real.detach().mean(), "e_sample": -lp_fake.detach().mean()}
 
     def pxy_term(self, model: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -146,10 +163,10 @@ class JEM(Objective):
 
     def total(self, model: nn.Module, batch: Batch, x_fake: torch.Tensor | None = None,
               energy_l2: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """CE + the p(x) terms (when ``px_weight`` > 0) + the p(x|y) term (when ``pxy_weight`` > 0)."""
+        """CE + the p(x) terms (when ``px_weight`` > 0 and scheduled) + the p(x|y) term (``pxy_weight`` > 0)."""
         logs: dict[str, torch.Tensor] = {}
         l_px = None
-        if self.cfg.px_weight > 0:
+        if self.px_active:
             l_px, logs = self.px_terms(model, batch, x_fake=x_fake, energy_l2=energy_l2)
         logits = model(batch.x_lab)  # (B, C)
         ce = F.cross_entropy(logits, batch.y)

@@ -32,7 +32,7 @@ class SADAJEM(JEMPP):
         return batch.x_px_clean
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        self._x_fake = self.sample(model) if self.cfg.px_weight > 0 else None  # kept for the perturbed pass
+        self._x_fake = self.sample(model) if self.px_active else None  # kept for the perturbed pass
         return self.total(model, batch, x_fake=self._x_fake)
 
     def perturbed_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
