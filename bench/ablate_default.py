@@ -1,0 +1,164 @@
+"""Ablation of the default run's training recipe: train each candidate, evaluate it, print one table.
+
+    python -m pipeline.data --dataset shapes --out /tmp/abl/shapes        # once per dataset
+    python bench/ablate_default.py --data /tmp/abl/shapes --objectives softmax jem \\
+        --candidates base px0.3 --out /tmp/abl/shapes.jsonl
+
+Each candidate is a set of overrides of ``--params`` (dotted keys; ``{o}`` stands for the objective's own
+``train.<objective>`` section, and a key that section lacks leaves that objective out of the candidate).
+Every (objective, candidate) trains with the stage's own code (``ebm.train.train``) and is evaluated with
+the evaluate stage's code (``ebm.eval.run.evaluate``: accuracy, ECE, OOD AUROC; no PGD). Results are appended
+to ``--out`` (JSON lines), so an interrupted ablation resumes and runs on two datasets merge; the table is
+printed from that file. AUROC columns: the objective's generative score (``logpx`` for JEM and HDGE+JEM,
+the better-documented ``pxgrad`` too for JEM++ / SADA-JEM) against each OOD set, and softmax's own for
+comparison. One seed: read differences of a point or two as noise.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ebm.config import load_raw, parse_params  # noqa: E402
+from ebm.data import load_dataset  # noqa: E402
+from ebm.errors import DivergenceError  # noqa: E402
+from ebm.eval.run import evaluate  # noqa: E402
+from ebm.provenance import pick_device  # noqa: E402
+from ebm.train import train  # noqa: E402
+
+# name -> (overrides, what it tests). {o}: the objective's own section.
+CANDIDATES: dict[str, tuple[dict, str]] = {
+    "base": ({}, "params.yaml as it is"),
+    "buf500": ({"train.{o}.buffer_size": 500}, "smaller replay buffer: older chains"),
+    "px0.3": ({"train.{o}.px_weight": 0.3}, "p(x) weight 0.3"),
+    "px0.1": ({"train.{o}.px_weight": 0.1}, "p(x) weight 0.1"),
+    "ramp150": ({"train.{o}.px_start": 0, "train.{o}.px_ramp": 150}, "p(x) weight rises from 0 over 150 steps"),
+    "late150": ({"train.{o}.px_start": 150, "train.{o}.px_ramp": 50}, "classifier only for 150 steps, then p(x)"),
+    "late100": ({"train.{o}.px_start": 100, "train.{o}.px_ramp": 50}, "classifier only for 100 steps, then p(x)"),
+    "l2_0": ({"train.{o}.energy_l2": 0.0}, "no energy penalty (papers)"),
+    "l2_0.01": ({"train.{o}.energy_l2": 0.01}, "energy penalty 0.01"),
+    "inf": ({"train.{o}.init": "informative"}, "informative (class-Gaussian) init"),
+    "sgld0.5": ({"train.{o}.sgld_lr": 0.5}, "SGLD step 0.5"),
+    "noise0": ({"train.{o}.sgld_std": 0.0}, "no SGLD noise"),
+    "lr2e-3": ({"train.common.lr": 2.0e-3}, "peak lr 2e-3"),
+    "nodecay": ({"train.common.decay_at": []}, "constant lr after warm-up"),
+}
+
+
+def apply(raw: dict, overrides: dict, objective: str, *, strict: bool = True) -> dict | None:
+    """``raw`` with ``overrides``; a key ``raw`` lacks makes it None (strict: the candidate does not apply
+    to this objective) or is skipped (not strict: a shared override of sections some objectives lack)."""
+    raw = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        keys = dotted.replace("{o}", objective).split(".")
+        node = raw
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or keys[-1] not in node:
+            if strict:
+                return None
+            continue
+        node[keys[-1]] = value
+    return raw
+
+
+def candidate(name: str) -> str:
+    bad = [c for c in name.split("+") if c not in CANDIDATES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown candidate {bad[0]!r} (known: {', '.join(CANDIDATES)})")
+    return name
+
+
+def overrides(name: str) -> dict:
+    """A candidate's overrides; ``a+b`` applies both."""
+    return {k: v for c in name.split("+") for k, v in CANDIDATES[c][0].items()}
+
+
+def gen_scores(objective: str) -> list[str]:
+    return {"jempp": ["logpx", "pxgrad"], "sada_jem": ["logpx", "pxgrad"]}.get(objective, ["logpx"])
+
+
+def run_one(raw: dict, objective: str, data, device) -> dict:
+    raw["objectives"], raw["datasets"], raw["runs"] = [objective], [data.name], {}
+    params = parse_params(raw)
+    t0 = time.perf_counter()
+    try:
+        result = train(params, objective, data, device, progress=False)
+    except DivergenceError as e:  # a row of its own: the candidate is unstable at this budget
+        return {"accuracy": float("nan"), "ece": float("nan"), "ood": {}, "seconds": time.perf_counter() - t0,
+                "retries": params.train.common.max_retries, "diverged": str(e)}
+    seconds = time.perf_counter() - t0
+    metrics, _, scores = evaluate(result.model, data, params.evaluate, device, progress=False)
+    return {"accuracy": 100 * metrics["accuracy"], "ece": 100 * metrics["ece"], "ood": metrics["ood_auroc"],
+            "confidence": 100 * float(scores["test/maxprob"].mean()), "nll": metrics["nll"],
+            "seconds": seconds, "retries": result.retries}
+
+
+def table(rows: list[dict]) -> str:
+    sets = sorted({s for r in rows for s in r["ood"]})
+    head = (["dataset", "overrides", "objective", "candidate", "acc %", "ECE %", "mean conf. %"]
+            + [f"AUROC {s}" for s in sets] + ["train s"])
+    out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        scores = gen_scores(r["objective"]) if r["objective"] not in ("softmax", "hdge") else ["logpx", "maxprob"]
+        au = [" / ".join(f"{r['ood'][s][k]:.3f}" for k in scores) + f" ({'/'.join(scores)})" if s in r["ood"]
+              else "-" for s in sets]
+        retry = " (diverged)" if r.get("diverged") else f" ({r['retries']} roll-backs)" if r["retries"] else ""
+        conf = f"{r['confidence']:.1f}" if "confidence" in r else "-"
+        out.append(f"| {r['dataset']} | {r.get('set') or '-'} | {r['objective']} | {r['candidate']} | "
+                   f"{r['accuracy']:.1f}{retry} | {r['ece']:.2f} | {conf} | " + " | ".join(au) + f" | {r['seconds']:.0f} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--data", nargs="+", required=True, help="dataset folders written by the data stage")
+    p.add_argument("--objectives", nargs="+", default=["softmax", "jem", "jempp", "sada_jem", "hdge", "hdge_jem"])
+    p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), type=candidate,
+                   help=f"names of CANDIDATES ({', '.join(CANDIDATES)}), or several joined with + (all at once)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides of every run, e.g. train.common.steps=400 (YAML values; {o} as above); "
+                        "recorded in each row, and part of its identity in --out")
+    p.add_argument("--out", required=True, help="JSON lines: one result per row; rows already there are kept")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    device = pick_device(args.device)
+    shared = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    tag = " ".join(args.set)
+    out = Path(args.out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+    done = {(r["dataset"], r["objective"], r["candidate"], r.get("set", "")) for r in rows}
+    for folder in args.data:
+        data = load_dataset(folder)
+        for cand in args.candidates:
+            for obj in args.objectives:
+                if (data.name, obj, cand, tag) in done or (obj in ("softmax", "hdge") and cand != "base"):
+                    continue  # the classifier-only objectives are the reference: base only
+                raw = apply(apply(load_raw(args.params), shared, obj, strict=False), overrides(cand), obj)
+                if raw is None:
+                    print(f"skip {obj} {cand}: a key it overrides is not in train.{obj}", file=sys.stderr)
+                    continue
+                r = {"dataset": data.name, "objective": obj, "candidate": cand, "set": tag,
+                     **run_one(raw, obj, data, device)}
+                print(f"{data.name} {obj} {cand}: acc {r['accuracy']:.1f} ece {r['ece']:.2f} "
+                      f"{r['seconds']:.0f} s", file=sys.stderr, flush=True)
+                rows.append(r)
+                with out.open("a") as f:
+                    f.write(json.dumps(r) + "\n")
+    print(f"# {platform.node() or 'host'}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
