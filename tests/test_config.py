@@ -61,6 +61,10 @@ def test_semantic_checks():
     p["model"]["depth"] = 12
     with pytest.raises(ParamsError, match=r"model\.depth"):
         parse_params(p)
+    p = tiny_params_dict()
+    p["train"]["hdge_jem"]["px_ramp"] = -1
+    with pytest.raises(ParamsError, match=r"train\.hdge_jem\.px_start: px_start and px_ramp must be >= 0"):
+        parse_params(p)
 
 
 def test_int_is_accepted_for_float():

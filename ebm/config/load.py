@@ -69,6 +69,7 @@ def _check_semantics(p: Params) -> None:
         need(j.px_weight >= 0 and getattr(j, "pxy_weight", 0) >= 0, f"train.{name}.px_weight",
              "px_weight and pxy_weight must be >= 0 (0 = the term is off)")
         need(0.0 <= j.reinit_freq <= 1.0, f"train.{name}.reinit_freq", "must be in [0, 1]")
+        need(j.px_start >= 0 and j.px_ramp >= 0, f"train.{name}.px_start", "px_start and px_ramp must be >= 0")
         need(j.buffer_size >= j.sample_batch_size > 0, f"train.{name}.buffer_size",
              "must be >= sample_batch_size > 0")
     need(p.train.sada_jem.rho >= 0, "train.sada_jem.rho", "must be >= 0")
