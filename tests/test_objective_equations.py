@@ -113,7 +113,8 @@ def test_jem_and_jempp_loss_is_the_paper_equation(name):
 
 
 def test_sada_jem_loss_and_its_perturbed_pass_are_the_paper_equation():
-    """x⁺ is the un-augmented batch; SAM's second pass reuses x̃ and drops the energy penalty (§3.1, §3.3)."""
+    """x⁺ is the un-augmented batch; SAM's second pass reuses x̃ and keeps the energy penalty (§3.1, §3.3; the
+    authors' code drops it there, where it could not act on the update; the paper has it at 0)."""
     f, model = _fixed(), _model()
     b = f["batch"]
     obj = _objective("sada_jem", f["data"], pxy_weight=0.0)
@@ -123,7 +124,7 @@ def test_sada_jem_loss_and_its_perturbed_pass_are_the_paper_equation():
                  lambda: jem_equation(model, b, f["x_fake"], f["x_fake_y"], b.x_px_clean, energy_l2=W["energy_l2"], **kw))
     obj.sample = None  # the second pass must not sample again
     _assert_same(model, lambda: obj.perturbed_loss(model, b),
-                 lambda: jem_equation(model, b, f["x_fake"], f["x_fake_y"], b.x_px_clean, energy_l2=0.0, **kw))
+                 lambda: jem_equation(model, b, f["x_fake"], f["x_fake_y"], b.x_px_clean, energy_l2=W["energy_l2"], **kw))
 
 
 @pytest.mark.parametrize("positive", ["compressed", "direct"])

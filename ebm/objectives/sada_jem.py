@@ -36,5 +36,8 @@ class SADAJEM(JEMPP):
         return self.total(model, batch, x_fake=self._x_fake)
 
     def perturbed_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        """SAM's second pass at w + ε(w): the same samples, no energy penalty (as the authors' code)."""
-        return self.total(model, batch, x_fake=self._x_fake, energy_l2=0.0)[0]
+        """SAM's second pass at w + ε(w): the same samples, and the energy penalty ``energy_l2`` too. The
+        authors' code leaves its ``l2_coeff`` out of this pass, but SAM updates the weights with this
+        pass's gradient alone, so there the penalty never reaches the update; the paper's recipe has it at
+        0, where both agree."""
+        return self.total(model, batch, x_fake=self._x_fake)[0]
