@@ -33,7 +33,7 @@ for f in train.tar.gz test.tar.gz SHA256SUMS; do [ -f "$CIFAR_SRC/$f" ] || die "
 mkdir -p "$WORK"; WORK="$(cd "$WORK" && pwd)"
 
 # the project's CIFAR-10 subset, made by the data stage from the local copy
-SUBSET="$WORK/cifar10"
+SUBSET="$WORK/project_cifar10"  # not $WORK/cifar10: the shared harness builds its pickles there
 if [ ! -f "$SUBSET/manifest.json" ]; then
   mkdir -p "$WORK/raw/cifar10"
   cp "$CIFAR_SRC"/{train.tar.gz,test.tar.gz,SHA256SUMS} "$WORK/raw/cifar10/"
@@ -70,11 +70,11 @@ fi
 if [[ " ${WHAT[*]} " == *" accuracy "* ]]; then
   # the official code is exported (and verified) by the harness; one short run does that if speed did not
   [ -f "$WORK/jem_official/train_wrn_ebm.py" ] || ITERS=1 WARMUP=1 official jem_wrn10x1 >/dev/null
-  "$PYTHON" "$SHARED/npy_to_cifar_pickles.py" --arrays "$SUBSET" --root "$WORK/subset" >/dev/null
+  "$PYTHON" "$SHARED/npy_to_cifar_pickles.py" --arrays "$SUBSET" --root "$WORK/subset_pickles" >/dev/null
   read -r DEPTH WIDTH < <("$PYTHON" -c "import yaml; m = yaml.safe_load(open('params.yaml'))['model']; print(m['depth'], m['width'])")
   rm -rf "$WORK/curve_run"
   (cd "$WORK/jem_official" && "$PYTHON" "$SHARED/jem_official_curve.py" --jem-dir "$WORK/jem_official" \
-     --json "$WORK/official_curve.json" -- --dataset cifar10 --data_root "$WORK/subset" --lr .0001 \
+     --json "$WORK/official_curve.json" -- --dataset cifar10 --data_root "$WORK/subset_pickles" --lr .0001 \
      --optimizer adam --sigma .03 --warmup_iters 1000 --batch_size 64 --n_steps 20 --buffer_size 10000 \
      --reinit_freq 0.05 --sgld_lr 1.0 --sgld_std 0.01 --p_x_weight 1.0 --p_y_given_x_weight 1.0 \
      --p_x_y_weight 0.0 --depth "$DEPTH" --width "$WIDTH" --n_valid 0 --n_epochs 8 --ckpt_every 100 \
