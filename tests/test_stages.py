@@ -94,15 +94,17 @@ def test_snakefile_runs_the_same_commands_on_the_same_outputs(tmp_path):
     assert "data/train/wide/shapes/model.pt" in log and "data/evaluate/jem-sgd/cifar10/metrics.json" in log
 
 
-# The embedded default's DAG as it was before named runs existed (commit 75c950e): its stage items, and
-# the commands and outputs of one run. Named runs add `<stage>_run` stages, which `runs: {}` expands to nothing.
+# The embedded default's DAG as it was before named runs existed (commit 75c950e), with the six objectives the
+# default has run since issue 17: its stage items, and the commands and outputs of one run. Named runs add
+# `<stage>_run` stages, which `runs: {}` expands to nothing.
+DEFAULT_OBJECTIVES = ["softmax", "jem", "jempp", "sada_jem", "hdge", "hdge_jem"]
 DEFAULT_ITEMS = ["params", "data@shapes", "pretrain@shapes", *[f"{s}@{o}-shapes" for s in ("train", "generate",
-                 "evaluate") for o in ("softmax", "jem")], "report"]
+                 "evaluate") for o in DEFAULT_OBJECTIVES], "report"]
 
 
 def test_the_default_dag_is_unchanged_by_named_runs():
     p = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert p["runs"] == {} and p["objectives"] == ["softmax", "jem"] and p["datasets"] == ["shapes"]
+    assert p["runs"] == {} and p["objectives"] == DEFAULT_OBJECTIVES and p["datasets"] == ["shapes"]
     expanded = {name + ("@" + "-".join(i[k] for k in ("objective", "dataset") if k in i) if i else ""): v
                 for (name, item), v in _dvc_expanded(p).items() for i in [dict(item)]}
     assert sorted(expanded) == sorted(DEFAULT_ITEMS)
