@@ -34,7 +34,14 @@ class SoftmaxConfig:
 
 
 @dataclass(frozen=True)
-class JemConfig:
+class PxSchedule:
+    """When the p(x) term of a JEM-family objective is on (ebm/objectives/jem.py); its sections' first keys."""
+    px_start: int  # training step at which the p(x) term starts (0 = from the first step, the papers)
+    px_ramp: int  # steps over which its weight then rises linearly to px_weight (0 = at once)
+
+
+@dataclass(frozen=True)
+class JemConfig(PxSchedule):
     """JEM (Grathwohl et al. 2020): CE + maximum likelihood of p(x) with PCD-SGLD."""
     px_weight: float  # weight of the log p(x) surrogate
     pxy_weight: float  # weight of the optional log p(x|y) term with class-conditional chains (paper: 0)
@@ -45,14 +52,12 @@ class JemConfig:
     reinit_freq: float  # probability a chain restarts from U(-1, 1)
     sample_batch_size: int  # chains advanced per training step
     energy_l2: float  # weight of (E(x+)^2 + E(x~)^2), 0 = off (JEM default)
-    px_start: int  # training step at which the p(x) term starts (0 = from the first step, the papers)
-    px_ramp: int  # steps over which its weight then rises linearly to px_weight (0 = at once)
     init: Literal["informative", "uniform"]  # chains start from U(-1, 1) (JEM) or class Gaussians (JEM++)
     init_jitter: float  # informative init: added to each class covariance's diagonal
 
 
 @dataclass(frozen=True)
-class JemppConfig:
+class JemppConfig(PxSchedule):
     """JEM++ (Yang & Ji 2021): JEM with informative init and proximal (clipped, projected) SGLD."""
     px_weight: float
     pxy_weight: float  # weight of the optional log p(x|y) term with class-conditional chains (paper: 0)
@@ -64,15 +69,13 @@ class JemppConfig:
     reinit_freq: float
     sample_batch_size: int
     energy_l2: float
-    px_start: int  # training step at which the p(x) term starts (0 = from the first step, the papers)
-    px_ramp: int  # steps over which its weight then rises linearly to px_weight (0 = at once)
     init: Literal["informative", "uniform"]  # class-conditional Gaussians fitted on the data, or U(-1, 1)
     init_jitter: float  # added to each class covariance's diagonal (1e-4)
     sample_mode: Literal["train", "eval"]  # model mode while sampling (JEM++: train, BN batch stats)
 
 
 @dataclass(frozen=True)
-class SadaJemConfig:
+class SadaJemConfig(PxSchedule):
     """SADA-JEM (Yang, Su & Ji 2023): JEM++'s sampler with K=5, SAM, no augmentation in the p(x) branch."""
     px_weight: float
     pxy_weight: float  # weight of the optional log p(x|y) term with class-conditional chains (paper: 0)
@@ -84,8 +87,6 @@ class SadaJemConfig:
     reinit_freq: float
     sample_batch_size: int
     energy_l2: float  # code's l2_coeff, 0 in the paper recipe
-    px_start: int  # training step at which the p(x) term starts (0 = from the first step, the papers)
-    px_ramp: int  # steps over which its weight then rises linearly to px_weight (0 = at once)
     init: Literal["informative", "uniform"]
     init_jitter: float
     sample_mode: Literal["train", "eval"]
@@ -105,7 +106,7 @@ class HdgeConfig:
 
 
 @dataclass(frozen=True)
-class HdgeJemConfig:
+class HdgeJemConfig(PxSchedule):
     """HDGE + JEM's SGLD maximum-likelihood term ("UDGE + marginal likelihood")."""
     ce_weight: float
     contrast_weight: float
@@ -121,8 +122,6 @@ class HdgeJemConfig:
     reinit_freq: float
     sample_batch_size: int
     energy_l2: float
-    px_start: int  # training step at which the p(x) term starts (0 = from the first step, the papers)
-    px_ramp: int  # steps over which its weight then rises linearly to px_weight (0 = at once)
     init: Literal["informative", "uniform"]  # chains start from U(-1, 1) (JEM) or class Gaussians (JEM++)
     init_jitter: float  # informative init: added to each class covariance's diagonal
 

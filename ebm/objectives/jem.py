@@ -57,8 +57,7 @@ class JEM(Objective):
         self.sample_in_train_mode = getattr(cfg, "sample_mode", "eval") == "train"
         self.gaussians: ClassGaussians | None = None
         self.buffer: ReplayBuffer | None = None
-        self.px_scale = 1.0  # the p(x) schedule's factor at the current step (see set_step)
-        self.set_step(0)
+        self.set_step(0)  # sets px_scale, the p(x) schedule's factor at the current step
         if not self.generative:
             return
         if getattr(cfg, "init", "uniform") == "informative":
