@@ -230,8 +230,9 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
           resume: ResumeStore | None = None, checkpoint_every: int = 100,
           fault: Callable[[int, float, dict], tuple[float, dict]] | None = None,
           bf16: bool = False, channels_last: bool = False, world: World = World()) -> TrainResult:
-    """Train one objective. Every ``checkpoint_every`` steps the whole state is kept in memory (the
-    rollback point after a divergence) and, with ``resume``, written atomically to disk. On divergence
+    """Train one objective. Every ``checkpoint_every`` steps and after the last one the whole state is kept in memory
+    (the rollback point after a divergence) and, with ``resume``, written atomically to disk: the train
+    stage removes it once its outputs are written, so a run killed before that resumes with no step to redo. On divergence
     the run rolls back, re-initialises the sampler, multiplies the lr by ``retry_lr_factor`` and goes
     on; after ``max_retries`` it raises :class:`DivergenceError`. ``fault(step, loss, logs)`` returns
     (loss, logs) as the divergence check sees them: tests inject a NaN or an energy blow-up with it.
@@ -290,9 +291,9 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.2f}")
             if on_log:
                 on_log(row)
-        if tr.step % checkpoint_every == 0 and tr.step < c.steps:
+        if tr.step % checkpoint_every == 0 or tr.step == c.steps:
             good = tr.state_dict()
-            if resume is not None:
+            if resume is not None:  # also the last step's: a kill while the outputs are written loses no training
                 resume.save(good)
     bar.close()
     result.history, result.retries = tr.history, tr.retries

@@ -314,6 +314,24 @@ def test_resume_state_is_used_on_the_same_inputs_and_not_after_a_code_change(wor
     assert summary["resumed_from_step"] == 2
 
 
+def test_a_run_killed_while_writing_its_outputs_redoes_no_training(workdir, monkeypatch, capsys):
+    """A SLURM time limit can strike after the last step: the retry finds the last step's state."""
+    _data(workdir)
+    args = _train_args("--resume-dir", "data/resume/softmax/shapes", "--checkpoint-every", "1000")
+    with monkeypatch.context() as m:
+        def killed(*a, **k):
+            raise KeyboardInterrupt
+        m.setattr(train, "_write_outputs", killed)
+        assert run(train.main, args) == 130
+    assert (workdir / "data/resume/softmax/shapes/state.pt").is_file()
+    capsys.readouterr()
+    assert run(train.main, args) == 0
+    steps = tiny_params_dict()["train"]["common"]["steps"]
+    assert f"resume: continuing from step {steps}" in capsys.readouterr().out
+    assert read_metrics(workdir / "data/train/softmax/shapes/summary.json")["resumed_from_step"] == steps
+    assert not (workdir / "data/resume/softmax/shapes/state.pt").exists()
+
+
 # 16 --------------------------------------------------------------------------------------------------
 
 def _scratch(tmp_path: Path, *files: str) -> Path:
