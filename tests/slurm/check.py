@@ -38,6 +38,13 @@ def jobcomp(path: Path) -> dict[str, dict[str, str]]:
     return recs
 
 
+def finished_before_kill(slurm: Path, rule: str, wild: str, jobid: str) -> bool:
+    """Whether SLURM job ``jobid``'s own log says its command had finished (Snakemake prints that line
+    inside the job once the command exits 0)."""
+    log = slurm / f".snakemake/slurm_logs/rule_{rule}/{wild}/{jobid}.log"
+    return log.is_file() and "Finished jobid: 0" in log.read_text()
+
+
 def strip(d):
     if isinstance(d, dict):
         return {k: strip(v) for k, v in d.items() if k not in VOLATILE}
@@ -74,17 +81,28 @@ def check(slurm: Path, local: Path, comp: Path) -> None:
     # the wall-time kill, the retry and the resume
     killed = [(key, ids) for key, ids in attempts.items() if any(done[i]["JobState"] == "TIMEOUT" for i in ids)]
     ensure(any(key[0] == "train" for key, _ in killed), "no train job was killed at its time limit (TIMEOUT)")
+    resumed = 0
     for (rule, wild), ids in killed:
         ensure(rule == "train", f"{rule} {wild} hit its time limit")
         w = expected[(rule, wild)]
         log = (slurm / f"logs/jobs/train/{w['run']}/{w['dataset']}.log").read_text()
         m = re.search(r"resume: continuing from step (\d+)", log)
+        timeouts = [i for i in ids if done[i]["JobState"] == "TIMEOUT"]
+        if m is None and all(finished_before_kill(slurm, rule, wild, i) for i in timeouts):
+            # the kill hit Snakemake's bookkeeping after the command had finished: no state is left to
+            # resume from (the stage drops it with its outputs written), and the retry runs it again
+            print(f"retried: train {w['run']}/{w['dataset']}: SLURM jobs {' → '.join(ids)}; killed after its "
+                  "command had finished, so the retry ran it again")
+            continue
         ensure(m is not None and int(m.group(1)) > 0, f"train {wild}: the retry did not resume:\n{log}")
+        resumed += 1
         summary = read_metrics(slurm / f"data/train/{w['run']}/{w['dataset']}/summary.json")
         ensure(summary["resumed_from_step"] == int(m.group(1)), f"train {wild}: summary disagrees with its log")
         print(f"retried: train {w['run']}/{w['dataset']}: SLURM jobs {' → '.join(ids)} "
               f"({', '.join(done[i]['JobState'] for i in ids)}); the last resumed from step {m.group(1)} "
               f"of {summary['steps']}")
+
+    ensure(resumed > 0, "no train job was killed in the middle of its training and resumed")
 
     # the same results as a local run with the same params and thread count
     for o in p["objectives"]:

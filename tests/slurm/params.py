@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tests.conftest import tiny_params_dict, write_params
 
-STEPS = 200  # jem: 2-3 minutes on one core of an idle 2-core CPU (SLURM kills it at 64-87 s); softmax: <1 min
+STEPS = 300  # jem: 3-5 minutes on one core of a 2-core CPU (SLURM kills it at 60-90 s); softmax: 1-2 minutes
 
 
 def main(out: str) -> None:
