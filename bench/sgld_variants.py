@@ -4,7 +4,8 @@
 
 Variants, each with the model in NCHW and in channels-last memory format: eager as ``ebm.sampling.sgld``
 runs it; eager with the parameters frozen (``requires_grad=False``: does autograd skip the weight
-gradients already?); ``torch.compile`` of the model with frozen parameters (compile time shown apart).
+gradients already?); ``torch.compile`` of the model, with the parameters trainable and frozen (compile
+time shown apart).
 Prints a markdown table: the best of ``--repeats`` timings of ``--steps`` steps, after one warm-up call.
 Compare only numbers taken in the same run.
 """
@@ -61,7 +62,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- |")
     variants = [("eager", False, False), ("eager, frozen params", True, False)]
     if not a.no_compile:
-        variants.append(("torch.compile, frozen params", True, True))
+        variants += [("torch.compile", False, True), ("torch.compile, frozen params", True, True)]
     for fmt in (torch.contiguous_format, torch.channels_last):
         cfg = ModelConfig(arch="wrn", depth=a.depth, width=a.width, norm="none", dropout=0.0, leak=0.2, init="pytorch")
         model = build_model(cfg, 10).eval()

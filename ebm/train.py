@@ -153,6 +153,7 @@ class Trainer:
         self.step = 0
         self.lr_scale = 1.0  # lowered after each divergence
         self.retries = 0
+        self.seconds = 0.0  # training time of the processes this run resumed from
         self.history: list[dict] = []
 
     def prep(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,7 +169,7 @@ class Trainer:
     def state_dict(self) -> dict:
         """The whole run state on the CPU: plain tensors and dicts, loadable with ``weights_only=True``."""
         return {
-            "step": self.step, "lr_scale": self.lr_scale, "retries": self.retries,
+            "step": self.step, "lr_scale": self.lr_scale, "retries": self.retries, "seconds": self.seconds,
             "history": [dict(r) for r in self.history],
             "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
             "optimizer": _to_cpu(self.opt.state_dict()),
@@ -181,6 +182,7 @@ class Trainer:
 
     def load_state_dict(self, s: dict) -> None:
         self.step, self.lr_scale, self.retries = int(s["step"]), float(s["lr_scale"]), int(s["retries"])
+        self.seconds = float(s.get("seconds", 0.0))
         self.history = [dict(r) for r in s["history"]]
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["optimizer"])
@@ -256,6 +258,7 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
             tr = Trainer(params, objective_name, data, device, channels_last=channels_last)
             result = TrainResult(tr.model, tr.objective)
     good = tr.state_dict()  # the last good state
+    base = tr.seconds  # a resumed run's time counts its earlier processes' (up to their last state)
     t0 = time.perf_counter()
     bar = tqdm(total=c.steps, initial=tr.step, desc=f"train {objective_name}", disable=not progress, mininterval=2)
     while tr.step < c.steps:
@@ -286,16 +289,17 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
         bar.update(1)
         if step % log_every == 0 or tr.step == c.steps:
             row = {"step": step, "lr": tr.opt.param_groups[0]["lr"], **vals, "retries": tr.retries,
-                   "seconds": time.perf_counter() - t0}
+                   "seconds": base + time.perf_counter() - t0}
             tr.history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.2f}")
             if on_log:
                 on_log(row)
         if tr.step % checkpoint_every == 0 or tr.step == c.steps:
+            tr.seconds = base + time.perf_counter() - t0
             good = tr.state_dict()
             if resume is not None:  # also the last step's: a kill while the outputs are written loses no training
                 resume.save(good)
     bar.close()
     result.history, result.retries = tr.history, tr.retries
-    result.seconds = time.perf_counter() - t0
+    result.seconds = base + time.perf_counter() - t0
     return result

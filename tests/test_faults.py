@@ -316,6 +316,7 @@ def test_resume_state_is_used_on_the_same_inputs_and_not_after_a_code_change(wor
 
 def test_a_run_killed_while_writing_its_outputs_redoes_no_training(workdir, monkeypatch, capsys):
     """A SLURM time limit can strike after the last step: the retry finds the last step's state."""
+    import torch
     _data(workdir)
     args = _train_args("--resume-dir", "data/resume/softmax/shapes", "--checkpoint-every", "1000")
     with monkeypatch.context() as m:
@@ -323,13 +324,19 @@ def test_a_run_killed_while_writing_its_outputs_redoes_no_training(workdir, monk
             raise KeyboardInterrupt
         m.setattr(train, "_write_outputs", killed)
         assert run(train.main, args) == 130
-    assert (workdir / "data/resume/softmax/shapes/state.pt").is_file()
+    state = workdir / "data/resume/softmax/shapes/state.pt"
+    saved = torch.load(state, weights_only=True)["trainer"]
+    trained = saved["model"]
+    assert saved["seconds"] > 0  # the killed process's training time, carried into the retry's summary
     capsys.readouterr()
     assert run(train.main, args) == 0
     steps = tiny_params_dict()["train"]["common"]["steps"]
     assert f"resume: continuing from step {steps}" in capsys.readouterr().out
-    assert read_metrics(workdir / "data/train/softmax/shapes/summary.json")["resumed_from_step"] == steps
-    assert not (workdir / "data/resume/softmax/shapes/state.pt").exists()
+    summary = read_metrics(workdir / "data/train/softmax/shapes/summary.json")
+    assert summary["resumed_from_step"] == steps and summary["train_seconds"] >= round(saved["seconds"], 2)
+    written = torch.load(workdir / "data/train/softmax/shapes/model.pt", weights_only=True)["model"]
+    assert written.keys() == trained.keys() and all(torch.equal(written[k], trained[k]) for k in trained)
+    assert not state.exists()
 
 
 # 16 --------------------------------------------------------------------------------------------------

@@ -39,8 +39,9 @@ def jobcomp(path: Path) -> dict[str, dict[str, str]]:
 
 
 def finished_before_kill(slurm: Path, rule: str, wild: str, jobid: str) -> bool:
-    """Whether SLURM job ``jobid``'s own log says its command had finished (Snakemake prints that line
-    inside the job once the command exits 0)."""
+    """Whether SLURM job ``jobid``'s own log says its command had finished. Snakemake prints that line
+    inside the job after the command exited 0 and its own checks of the outputs passed, so a kill between
+    the command's end and that line is not seen: the check then fails (falsely), never passes falsely."""
     log = slurm / f".snakemake/slurm_logs/rule_{rule}/{wild}/{jobid}.log"
     return log.is_file() and "Finished jobid: 0" in log.read_text()
 
@@ -95,8 +96,8 @@ def check(slurm: Path, local: Path, comp: Path) -> None:
                   "command had finished, so the retry ran it again")
             continue
         ensure(m is not None and int(m.group(1)) > 0, f"train {wild}: the retry did not resume:\n{log}")
-        resumed += 1
         summary = read_metrics(slurm / f"data/train/{w['run']}/{w['dataset']}/summary.json")
+        resumed += int(m.group(1)) < summary["steps"]  # killed during training, not while writing outputs
         ensure(summary["resumed_from_step"] == int(m.group(1)), f"train {wild}: summary disagrees with its log")
         print(f"retried: train {w['run']}/{w['dataset']}: SLURM jobs {' → '.join(ids)} "
               f"({', '.join(done[i]['JobState'] for i in ids)}); the last resumed from step {m.group(1)} "

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tests.conftest import tiny_params_dict, write_params
 
-STEPS = 300  # jem: 3-5 minutes on one core of a 2-core CPU (SLURM kills it at 60-90 s); softmax: 1-2 minutes
+STEPS = 400  # jem: 4-7 minutes on one core of a 2-core CPU, softmax 2-3 (SLURM kills the first attempt 60-90 s in)
 
 
 def main(out: str) -> None:
