@@ -61,6 +61,7 @@ def test_slurm_dry_run_submits_every_heavy_job_with_its_resources(tmp_path):
     assert TRAIN_RETRIES >= 1 and JOBS["train"].gpu == 1
 
 
+@pytest.mark.slow  # kept out of `make test`'s 10 minutes; `make test-slow` and CI run it
 def test_jobs_use_their_threads_and_write_their_logs(tmp_path):
     """--cores 2 with train set to 1 thread: two train jobs side by side, one thread each (not torch's
     default of one per core); then one job alone gets both cores (not Snakemake's 1 for rules without

@@ -552,6 +552,7 @@ def test_pgd_and_pxgrad_loops_show_progress_unless_hidden(capsys, progress):
 
 # 4 ---------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # kept out of `make test`'s 10 minutes; `make test-slow` and CI run it
 def test_snakemake_after_dvc_sees_a_params_edit_and_dvc_commit_records_the_right_models(tmp_path):
     """DVC run, params edit, `snakemake all`, `dvc commit -f`: the recorded models are the edited params'."""
     import torch

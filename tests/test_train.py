@@ -101,6 +101,7 @@ def _train_cmd(params, out, resume):
             "--checkpoint-every", "2", "--log-every", "1", "--no-progress"]
 
 
+@pytest.mark.slow  # kept out of `make test`'s 10 minutes; `make test-slow` and CI run it
 def test_sigkill_then_restart_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     p = tiny_params_dict()
     p["train"]["common"].update(steps=60)
