@@ -12,6 +12,7 @@ Compare only numbers taken in the same run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 import time
@@ -21,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ebm.config import ModelConfig  # noqa: E402
+from bench.train_speed import bench_params  # noqa: E402
 from ebm.models.wrn import build_model  # noqa: E402
 from ebm.sampling import sgld  # noqa: E402
 
@@ -47,6 +48,7 @@ def time_variant(model: torch.nn.Module, x0: torch.Tensor, *, frozen: bool, comp
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml", help="the model section, with --depth and --width")
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--width", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
@@ -64,8 +66,8 @@ def main() -> None:
     if not a.no_compile:
         variants += [("torch.compile", False, True), ("torch.compile, frozen params", True, True)]
     for fmt in (torch.contiguous_format, torch.channels_last):
-        cfg = ModelConfig(arch="wrn", depth=a.depth, width=a.width, norm="none", dropout=0.0, leak=0.2, init="pytorch")
-        model = build_model(cfg, 10).eval()
+        cfg = bench_params(a.params, depth=a.depth, width=a.width, batch_size=a.batch, sgld_steps=a.steps).model
+        model = build_model(dataclasses.replace(cfg, init="pytorch"), 10).eval()  # the JEM code's init
         model = model.to(memory_format=fmt)
         x0 = (torch.rand(a.batch, 3, 32, 32) * 2 - 1).contiguous(memory_format=fmt)
         base = None
