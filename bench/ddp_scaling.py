@@ -11,7 +11,6 @@ the cost of the machinery, not the speed-up N GPUs would give. Prints a markdown
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -24,23 +23,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ebm.config import load_raw, parse_params  # noqa: E402
 from ebm.distributed import barrier, close_world, init_world  # noqa: E402
 from ebm.provenance import device_name, pick_device  # noqa: E402
 from ebm.train import Trainer, train_step  # noqa: E402
-from train_speed import random_dataset  # noqa: E402  (bench/ is this script's folder)
+from train_speed import bench_params, random_dataset  # noqa: E402  (bench/ is this script's folder)
 
 
 def worker(args) -> None:
     """One rank: time ``iters`` training steps; rank 0 prints one JSON line."""
     world, device = init_world(pick_device(args.device))
-    raw = copy.deepcopy(load_raw(args.params))
-    raw["model"].update(depth=args.depth, width=args.width)
-    raw["train"]["common"].update(batch_size=args.batch_size)
-    if "sgld_steps" in raw["train"][args.objective]:
-        raw["train"][args.objective].update(sgld_steps=args.sgld_steps, sample_batch_size=args.batch_size,
-                                            buffer_size=max(args.batch_size, 1024))
-    tr = Trainer(parse_params(raw), args.objective, random_dataset(raw["datasets"][0]), device, world=world)
+    params = bench_params(args.params, depth=args.depth, width=args.width, batch_size=args.batch_size,
+                          sgld_steps=args.sgld_steps)
+    tr = Trainer(params, args.objective, random_dataset(params.datasets[0]), device, world=world)
     for i in range(args.warmup + args.iters):
         if i == args.warmup:
             barrier()
@@ -63,7 +57,7 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=10)
     p.add_argument("--width", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64, help="global batch (split over the processes)")
-    p.add_argument("--sgld-steps", type=int, default=5)
+    p.add_argument("--sgld-steps", type=int, default=5, help="K for jem / hdge_jem (jempp, sada_jem: params.yaml's)")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto")
