@@ -76,7 +76,7 @@ def main() -> None:
             sys.exit(f"error: {n} process(es) failed:\n{r.stderr[-2000:]}")
         rows.append(json.loads(line[len("RESULT "):]))
     print(f"device: {rows[0]['device']}; torch {torch.__version__}; python {platform.python_version()}; "
-          f"{args.objective}, WRN-{args.depth}-{args.width}, global batch {args.batch_size}, "
+          f"{args.objective}, WRN-{args.depth}-{args.width}, global batch {args.batch_size}, K={args.sgld_steps} (jem, hdge_jem), "
           f"{args.iters} steps after {args.warmup} warm-up; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')}")
     print(f"| processes | steps/s | images/s | vs {rows[0]['nprocs']} |\n|---|---|---|---|")
     base = None
