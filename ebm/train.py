@@ -255,7 +255,7 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
             resume.log(f"resume: continuing from step {tr.step} ({resume.path})")
         except Exception as e:  # loads, stamp matches, structure does not: a foreign or hand-edited file
             resume.log(f"resume: {resume.path} is unusable ({type(e).__name__}: {e}); starting fresh")
-            tr = Trainer(params, objective_name, data, device, channels_last=channels_last)
+            tr = Trainer(params, objective_name, data, device, channels_last=channels_last, world=world)
             result = TrainResult(tr.model, tr.objective)
     good = tr.state_dict()  # the last good state
     base = tr.seconds  # a resumed run's time counts its earlier processes' (up to their last state)

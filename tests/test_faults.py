@@ -511,6 +511,33 @@ def test_resume_state_of_the_wrong_structure_starts_fresh_said_once(tmp_path, st
     assert len(said) == 1 and "unusable" in said[0] and "starting fresh" in said[0], said
 
 
+
+def test_a_fresh_start_after_an_unusable_resume_state_keeps_the_process_world(tmp_path, monkeypatch):
+    """The trainer rebuilt after an unusable state is built for the same world (rank, size) as the first."""
+    import torch
+
+    import ebm.train
+    from ebm.checkpoint import write_resume_state
+    from ebm.config import parse_params
+    from ebm.data.store import build_dataset
+    from ebm.distributed import World
+    p = parse_params(tiny_params_dict())
+    arrays, _ = build_dataset("shapes", p.data["shapes"], tmp_path / "raw")
+    (tmp_path / "res").mkdir()
+    write_resume_state(tmp_path / "res/state.pt", "h", {"step": 2})  # reads as a resume state, does not fit
+    worlds = []
+    real = ebm.train.Trainer
+
+    def recording(*a, **kw):
+        worlds.append(kw.get("world"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ebm.train, "Trainer", recording)
+    world = World(rank=0, local_rank=0, size=1)
+    ebm.train.train(p, "softmax", arrays, torch.device("cpu"), progress=False, world=world,
+                    resume=ebm.train.ResumeStore(tmp_path / "res", "h", log=lambda _: None))
+    assert len(worlds) == 2 and all(w is world for w in worlds), worlds
+
 # progress bars ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("progress", [True, False])
