@@ -26,14 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ebm.distributed import barrier, close_world, init_world  # noqa: E402
 from ebm.provenance import device_name, pick_device  # noqa: E402
 from ebm.train import Trainer, train_step  # noqa: E402
-from train_speed import bench_params, random_dataset  # noqa: E402  (bench/ is this script's folder)
+from train_speed import bench_parser, params_from_args, random_dataset  # noqa: E402  (bench/ is this script's folder)
 
 
 def worker(args) -> None:
     """One rank: time ``iters`` training steps; rank 0 prints one JSON line."""
     world, device = init_world(pick_device(args.device))
-    params = bench_params(args.params, depth=args.depth, width=args.width, batch_size=args.batch_size,
-                          sgld_steps=args.sgld_steps)
+    params = params_from_args(args)
     tr = Trainer(params, args.objective, random_dataset(params.datasets[0]), device, world=world)
     for i in range(args.warmup + args.iters):
         if i == args.warmup:
@@ -50,17 +49,9 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = bench_parser(__doc__.splitlines()[0], iters=10, warmup=2, device="auto", depth=10, width=1,
+                     sgld_steps=5, one_objective=True, batch_help="global batch (split over the processes)")
     p.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--objective", default="jem")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--depth", type=int, default=10)
-    p.add_argument("--width", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=64, help="global batch (split over the processes)")
-    p.add_argument("--sgld-steps", type=int, default=5, help="K for jem / hdge_jem (jempp, sada_jem: params.yaml's)")
-    p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--device", default="auto")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -77,6 +68,7 @@ def main() -> None:
         rows.append(json.loads(line[len("RESULT "):]))
     print(f"device: {rows[0]['device']}; torch {torch.__version__}; python {platform.python_version()}; "
           f"{args.objective}, WRN-{args.depth}-{args.width}, global batch {args.batch_size}, K={args.sgld_steps} (jem, hdge_jem), "
+          f"{args.batch_size if args.chains is None else args.chains} chains, "
           f"{args.iters} steps after {args.warmup} warm-up; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')}")
     print(f"| processes | steps/s | images/s | vs {rows[0]['nprocs']} |\n|---|---|---|---|")
     base = None

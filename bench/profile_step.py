@@ -108,7 +108,7 @@ def main() -> None:
     _patch_sampler()
     print(f"device: {device_name(device)} ({torch.get_num_threads()} threads); torch {torch.__version__}; "
           f"python {platform.python_version()}; WRN-{args.depth}-{args.width}, batch {args.batch_size}, "
-          f"K={args.sgld_steps} (jem, hdge_jem); {args.iters} profiled iterations after {args.warmup} warm-up\n")
+          f"K={args.sgld_steps} (jem, hdge_jem), {params.train.jem.sample_batch_size} chains; {args.iters} profiled iterations after {args.warmup} warm-up\n")
     print("| objective | s/iter | " + " | ".join(PARTS) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in PARTS) + " |")
     for obj in args.objectives:

@@ -37,29 +37,43 @@ def random_dataset(name: str, n: int = 1024) -> DatasetArrays:
                          np.zeros(0, np.int64), {})
 
 
-def bench_params(path: str, *, depth: int, width: int, batch_size: int, sgld_steps: int) -> Params:
-    """``path``'s params with the benchmark's network, batch and K (jem, hdge_jem); as many chains as
-    labelled images for every sampling objective."""
+def bench_params(path: str, *, depth: int, width: int, batch_size: int, sgld_steps: int,
+                 chains: int | None = None) -> Params:
+    """``path``'s params with the benchmark's network, batch and K (jem, hdge_jem), and ``chains`` SGLD
+    chains per step for every sampling objective (None: as many as labelled images, the JEM paper's)."""
     raw = copy.deepcopy(load_raw(path))
     raw["model"].update(depth=depth, width=width)
     raw["train"]["common"].update(batch_size=batch_size)
+    chains = batch_size if chains is None else chains
     for o in ("jem", "hdge_jem"):
-        raw["train"][o].update(sgld_steps=sgld_steps, sample_batch_size=batch_size)
+        raw["train"][o].update(sgld_steps=sgld_steps, sample_batch_size=chains)
     for o in ("jempp", "sada_jem"):
-        raw["train"][o].update(sample_batch_size=batch_size)
+        raw["train"][o].update(sample_batch_size=chains)
     return parse_params(raw)
 
 
-def bench_parser(description: str, *, iters: int, warmup: int, device: str,
-                 device_help: str = "") -> argparse.ArgumentParser:
-    """The arguments every training benchmark takes: params file, objectives, network, batch, K, iterations."""
+def bench_parser(description: str, *, iters: int, warmup: int, device: str, device_help: str = "",
+                 depth: int = 16, width: int = 2, sgld_steps: int = 20, one_objective: bool = False,
+                 batch_help: str = "") -> argparse.ArgumentParser:
+    """The arguments every training benchmark takes: params file, objective(s), network, batch, K, iterations.
+
+    ``one_objective``: ``--objective NAME`` (default jem) instead of ``--objectives NAME …`` (default all six).
+    """
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--objectives", nargs="+", default=["softmax", "jem", "jempp", "sada_jem", "hdge", "hdge_jem"])
-    p.add_argument("--depth", type=int, default=16)
-    p.add_argument("--width", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--sgld-steps", type=int, default=20, help="K for jem / hdge_jem (JEM paper: 20)")
+    if one_objective:
+        p.add_argument("--objective", default="jem")
+    else:
+        p.add_argument("--objectives", nargs="+",
+                       default=["softmax", "jem", "jempp", "sada_jem", "hdge", "hdge_jem"])
+    p.add_argument("--depth", type=int, default=depth)
+    p.add_argument("--width", type=int, default=width)
+    p.add_argument("--batch-size", type=int, default=64, help=batch_help or None)
+    p.add_argument("--sgld-steps", type=int, default=sgld_steps,
+                   help="K for jem / hdge_jem (JEM paper: 20; jempp, sada_jem: params.yaml's)")
+    p.add_argument("--chains", type=int, default=None,
+                   help="SGLD chains per step, every sampling objective (default: the batch size, as the "
+                        "JEM paper; params.yaml: 32)")
     p.add_argument("--iters", type=int, default=iters)
     p.add_argument("--warmup", type=int, default=warmup)
     p.add_argument("--device", default=device, help=device_help or None)
@@ -68,7 +82,7 @@ def bench_parser(description: str, *, iters: int, warmup: int, device: str,
 
 def params_from_args(args: argparse.Namespace) -> Params:
     return bench_params(args.params, depth=args.depth, width=args.width, batch_size=args.batch_size,
-                        sgld_steps=args.sgld_steps)
+                        sgld_steps=args.sgld_steps, chains=args.chains)
 
 
 def main() -> None:
@@ -80,7 +94,8 @@ def main() -> None:
     params = params_from_args(args)
     data = random_dataset(params.datasets[0])
     print(f"device: {device_name(device)}; torch {torch.__version__}; python {platform.python_version()}; "
-          f"WRN-{args.depth}-{args.width}, batch {args.batch_size}, K={args.sgld_steps} (jem, hdge_jem); "
+          f"WRN-{args.depth}-{args.width}, batch {args.batch_size}, K={args.sgld_steps} (jem, hdge_jem), "
+          f"{params.train.jem.sample_batch_size} chains; "
           f"median of {args.iters} iterations after {args.warmup} warm-up\n")
     print("| objective | s/iter | img/s (labelled) |")
     print("| --- | --- | --- |")

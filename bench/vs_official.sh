@@ -14,7 +14,7 @@
 #   MIRRORS                    folder of fetched OWNER+NAME/repo mirrors (github:wgrathwohl/JEM), or JEM_SRC
 #   CIFAR_SRC [../shared/datasets/cifar10-jpeg]   train.tar.gz, test.tar.gz, SHA256SUMS
 #   WORK [/tmp/vs_official]    PYTHON [.venv/bin/python]   WARMUP [3]   ITERS [10]
-# Takes about 30 minutes on a 2-core CPU (speed: 3 min; the official 624 iterations: 15 min). Run it on an
+# Takes about 30 minutes on a 2-core CPU (speed: about 6 min; the official 624 iterations: 15 min). Run it on an
 # otherwise idle machine: both sides are timed.
 set -euo pipefail
 

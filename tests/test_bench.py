@@ -1,0 +1,54 @@
+"""The training benchmarks run and print their tables (tiny settings: this checks the scripts, not speed)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--depth", "10", "--width", "1", "--batch-size", "8", "--sgld-steps", "1", "--chains", "4",
+        "--iters", "1", "--warmup", "0"]
+
+
+def _run(*args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def _rows(out: str) -> dict[str, list[str]]:
+    """Table rows by their first cell (header and separator left out)."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in out.splitlines()
+            if line.startswith("|") and not line.startswith("| ---") and not line.startswith("|---")]
+    return {r[0]: r[1:] for r in rows[1:]}
+
+
+def test_train_speed_prints_a_row_per_objective_with_the_chains_it_was_given():
+    out = _run("bench/train_speed.py", *TINY, "--objectives", "softmax", "jem", "--device", "cpu")
+    assert "batch 8, K=1 (jem, hdge_jem), 4 chains" in out, out
+    rows = _rows(out)
+    assert set(rows) == {"softmax", "jem"}, out
+    assert all(float(r[0]) > 0 for r in rows.values()), out
+
+
+def test_profile_step_shares_add_up_to_the_whole_iteration():
+    out = _run("bench/profile_step.py", *TINY, "--objectives", "softmax", "jem")
+    rows = _rows(out)
+    assert set(rows) == {"softmax", "jem"}, out
+    for name, r in rows.items():
+        shares = [float(c.rstrip(" %")) for c in r[1:]]
+        assert len(shares) == 6 and abs(sum(shares) - 100) < 0.5, (name, out)
+    assert float(rows["softmax"][1].rstrip(" %")) == 0.0  # softmax has no sampler
+    assert float(rows["jem"][1].rstrip(" %")) > 0.0
+
+
+@pytest.mark.slow
+def test_ddp_scaling_runs_one_and_two_processes():
+    out = _run("bench/ddp_scaling.py", *TINY, "--objective", "jem", "--nprocs", "1", "2", "--device", "cpu")
+    assert "4 chains" in out, out
+    rows = _rows(out)
+    assert set(rows) == {"1", "2"} and rows["1"][-1] == "1.00×", out
