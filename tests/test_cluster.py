@@ -61,6 +61,29 @@ def test_slurm_dry_run_submits_every_heavy_job_with_its_resources(tmp_path):
     assert TRAIN_RETRIES >= 1 and JOBS["train"].gpu == 1
 
 
+def test_the_repro_profile_runs_every_job_on_one_thread(tmp_path):
+    """profiles/repro (what `make repro` runs) sets one thread for every rule of pipeline/resources.py,
+    so that a rule added there without a line in the profile fails here rather than running on 8 threads."""
+    profile = yaml.safe_load((REPO / "profiles/repro/config.yaml").read_text())
+    assert profile["set-threads"] == {rule: 1 for rule in JOBS}
+    p = tiny_params_dict()
+    p["objectives"], p["datasets"] = ["softmax", "jem"], ["shapes"]
+    work = _workflow(tmp_path, p)
+
+    def threads(*args: str) -> dict[str, set[int]]:
+        """Each rule's threads in a dry run (Snakemake prints a `threads:` line only above 1)."""
+        out = _snakemake(work, "all", "-n", "--cores", "2", *args)
+        seen: dict[str, set[int]] = {}
+        for rule, body in re.findall(r"\n(?:local)?rule (\w+):\n(.*?)\n\n", out, re.S):
+            m = re.search(r"threads: (\d+)", body)
+            seen.setdefault(rule, set()).add(int(m.group(1)) if m else 1)
+        return seen
+    plain = threads()  # the control: without the profile the heavy rules take both cores
+    assert plain["train"] == {2} and plain["evaluate"] == {2}, plain
+    repro = threads("--profile", "profiles/repro")
+    assert set(repro) == {*JOBS, "all"} and all(t == {1} for t in repro.values()), repro
+
+
 @pytest.mark.slow  # kept out of `make test`'s 10 minutes; `make test-slow` and CI run it
 def test_jobs_use_their_threads_and_write_their_logs(tmp_path):
     """--cores 2 with train set to 1 thread: two train jobs side by side, one thread each (not torch's

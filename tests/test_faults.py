@@ -608,6 +608,30 @@ def test_snakemake_after_dvc_sees_a_params_edit_and_dvc_commit_records_the_right
     assert train_lock["params"]["params.yaml"]["train.common"]["seed"] == 1
 
 
+@pytest.mark.slow  # kept out of `make test`'s 10 minutes; `make test-slow` and CI run it
+def test_make_repro_runs_the_dag_one_thread_per_job_and_records_it_for_dvc(tmp_path):
+    """`make repro` from nothing, from a shell without the environment on PATH: Snakemake runs the whole
+    DAG at one thread per job, then `dvc commit -f` records it, so `dvc status` finds nothing to rerun."""
+    import yaml
+    work = _scratch(tmp_path, "Makefile", "pyproject.toml", "Snakefile", "dvc.yaml", ".dvcignore", "pipeline",
+                    "ebm", "envs", "profiles", ".dvc", "data/raw/shapes")
+    env = {**BARE, "HOME": str(work)}
+    # -o: the environment (a link to the tests' own) counts as installed; `make repro` would reinstall it
+    r = subprocess.run(["make", "-o", ".venv/.installed", "repro"], cwd=work, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (work / "data/report/index.html").is_file()
+    for summary in ("data/train/softmax/shapes/summary.json", "data/pretrain/shapes/metrics.json"):
+        device = read_metrics(work / summary)["provenance"]["device"]
+        assert device.endswith(" x1 threads"), (summary, device)
+    status = subprocess.run([str(Path(sys.executable).parent / "dvc"), "status"], cwd=work, env=env,
+                            capture_output=True, text=True)
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout + status.stderr
+    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    assert {"params", "data@shapes", "pretrain@shapes", "train@softmax-shapes", "report"} <= set(lock)
+    model = next(o for o in lock["train@softmax-shapes"]["outs"] if o["path"].endswith("model.pt"))
+    assert len(model["md5"]) == 32
+
+
 @pytest.mark.parametrize("progress", [True, False])
 def test_pretraining_decoding_shows_progress_unless_hidden(capsys, progress):
     import numpy as np
