@@ -35,8 +35,8 @@ slurm:
 # output in dvc.lock and DVC's cache, as `dvc repro` would have: `dvc status`, `dvc push` and `dvc exp`
 # work on them.
 repro: $(STAMP)
-	$(BIN)/snakemake --profile profiles/repro --cores $(shell nproc) all
-	$(BIN)/dvc commit -f --quiet
+	$(BIN)/snakemake --profile profiles/repro --cores all all
+	$(BIN)/dvc commit -f
 	@echo "Report: $(CURDIR)/data/report/index.html (markdown: data/report/report.md)"
 
 test: $(STAMP) browser
