@@ -157,6 +157,7 @@ rule params:
         sections=stage_sections("params"),
         cmd=command("params"),
     threads: JOBS["params"].threads
+    priority: JOBS["params"].priority
     resources:
         **resources("params"),
     conda:
@@ -177,6 +178,7 @@ rule data:
         sections=stage_sections("data"),
         cmd=command("data"),
     threads: JOBS["data"].threads
+    priority: JOBS["data"].priority
     resources:
         **resources("data"),
     conda:
@@ -197,6 +199,7 @@ rule train:
         sections=stage_sections("train"),
         cmd=train_command,
     threads: JOBS["train"].threads
+    priority: JOBS["train"].priority
     resources:
         **resources("train"),
     retries: TRAIN_RETRIES
@@ -218,6 +221,7 @@ rule pretrain:
         sections=stage_sections("pretrain"),
         cmd=command("pretrain"),
     threads: JOBS["pretrain"].threads
+    priority: JOBS["pretrain"].priority
     resources:
         **resources("pretrain"),
     conda:
@@ -238,6 +242,7 @@ rule generate:
         sections=stage_sections("generate"),
         cmd=command("generate"),
     threads: JOBS["generate"].threads
+    priority: JOBS["generate"].priority
     resources:
         **resources("generate"),
     conda:
@@ -258,6 +263,7 @@ rule evaluate:
         sections=stage_sections("evaluate"),
         cmd=command("evaluate"),
     threads: JOBS["evaluate"].threads
+    priority: JOBS["evaluate"].priority
     resources:
         **resources("evaluate"),
     conda:
@@ -283,6 +289,7 @@ rule report:
         sections=stage_sections("report"),
         cmd=command("report"),
     threads: JOBS["report"].threads
+    priority: JOBS["report"].priority
     resources:
         **resources("report"),
     conda:

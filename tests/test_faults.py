@@ -611,10 +611,15 @@ def test_snakemake_after_dvc_sees_a_params_edit_and_dvc_commit_records_the_right
 @pytest.mark.slow  # kept out of `make test`'s 10 minutes; `make test-slow` and CI run it
 def test_make_repro_runs_the_dag_one_thread_per_job_and_records_it_for_dvc(tmp_path):
     """`make repro` from nothing, from a shell without the environment on PATH: Snakemake runs the whole
-    DAG at one thread per job, then `dvc commit -f` records it, so `dvc status` finds nothing to rerun."""
+    DAG at one thread per job, long jobs first, then `dvc commit -f` records it, so `dvc status` finds
+    nothing to rerun."""
     import yaml
+    import re
     work = _scratch(tmp_path, "Makefile", "pyproject.toml", "Snakefile", "dvc.yaml", ".dvcignore", "pipeline",
                     "ebm", "envs", "profiles", ".dvc", "data/raw/shapes")
+    p = yaml.safe_load((work / "params.yaml").read_text())
+    p["objectives"] = ["softmax", "jem", "hdge"]  # more trainings than cores: the order of jobs matters
+    write_params(work / "params.yaml", p)
     env = {**BARE, "HOME": str(work)}
     # -o: the environment (a link to the tests' own) counts as installed; `make repro` would reinstall it
     r = subprocess.run(["make", "-o", ".venv/.installed", "repro"], cwd=work, env=env, capture_output=True, text=True)
@@ -630,6 +635,12 @@ def test_make_repro_runs_the_dag_one_thread_per_job_and_records_it_for_dvc(tmp_p
     assert {"params", "data@shapes", "pretrain@shapes", "train@softmax-shapes", "report"} <= set(lock)
     model = next(o for o in lock["train@softmax-shapes"]["outs"] if o["path"].endswith("model.pt"))
     assert len(model["md5"]) == 32
+    # the long jobs first (pipeline/resources.py priority): no generate or evaluate job started before the
+    # last train or pretrain job did
+    started = re.findall(r"^(?:local)?rule (\w+):$", next((work / ".snakemake/log").glob("*.log")).read_text(), re.M)
+    long_ = [i for i, rule in enumerate(started) if rule in ("train", "pretrain")]
+    short = [i for i, rule in enumerate(started) if rule in ("generate", "evaluate")]
+    assert len(long_) == 4 and len(short) == 6 and max(long_) < min(short), started
 
 
 @pytest.mark.parametrize("progress", [True, False])
