@@ -30,10 +30,8 @@ slurm:
 	  || { echo "installing Debian's slurm-wlm and munge for the cluster test"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq slurm-wlm munge; }
 
-# The whole DAG through Snakemake (profiles/repro: one thread per job, as many jobs at once as cores;
-# on a 2-core CPU sooner than `dvc repro`, one stage at a time: README "Results"), then `dvc commit -f` records every
-# output in dvc.lock and DVC's cache, as `dvc repro` would have: `dvc status`, `dvc push` and `dvc exp`
-# work on them.
+# The whole DAG through Snakemake (profiles/repro says why one thread per job), then `dvc commit -f`
+# records every output in dvc.lock and DVC's cache, as `dvc repro` would have.
 repro: $(STAMP)
 	$(BIN)/snakemake --profile profiles/repro --cores all all
 	$(BIN)/dvc commit -f

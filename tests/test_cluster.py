@@ -35,6 +35,11 @@ def _snakemake(work: Path, *args: str, **env: str) -> str:
     return r.stdout + r.stderr
 
 
+def _dry_run_jobs(out: str) -> list[tuple[str, str]]:
+    """(rule, job block) for each job a dry run lists, local rules included."""
+    return re.findall(r"\n(?:local)?rule (\w+):\n(.*?)\n\n", out, re.S)
+
+
 def test_snakemake_lint_is_clean(tmp_path):
     out = _snakemake(_workflow(tmp_path, tiny_params_dict()), "--lint")  # in a copy: parsing writes files
     assert "Lints for" not in out and "good condition" in out
@@ -45,9 +50,8 @@ def test_slurm_dry_run_submits_every_heavy_job_with_its_resources(tmp_path):
     p = tiny_params_dict()
     p["objectives"], p["datasets"] = ["softmax", "jem"], ["shapes"]
     out = _snakemake(_workflow(tmp_path, p), "all", "-n", "--profile", "profiles/slurm", "--cores", "64")
-    jobs = re.findall(r"\nrule (\w+):\n(.*?)\n\n", out, re.S)
     seen = {}
-    for rule, body in jobs:
+    for rule, body in _dry_run_jobs(out):
         if rule in ("all", "params", "report"):  # local rules (a dry run lists them as rules too)
             continue
         res = re.search(r"resources: (.*)", body).group(1)
@@ -74,7 +78,7 @@ def test_the_repro_profile_runs_every_job_on_one_thread(tmp_path):
         """Each rule's threads in a dry run (Snakemake prints a `threads:` line only above 1)."""
         out = _snakemake(work, "all", "-n", "--cores", "2", *args)
         seen: dict[str, set[int]] = {}
-        for rule, body in re.findall(r"\n(?:local)?rule (\w+):\n(.*?)\n\n", out, re.S):
+        for rule, body in _dry_run_jobs(out):
             m = re.search(r"threads: (\d+)", body)
             seen.setdefault(rule, set()).add(int(m.group(1)) if m else 1)
         return seen
