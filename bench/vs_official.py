@@ -14,6 +14,7 @@ as the official code evaluates.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import statistics
@@ -52,17 +53,19 @@ def speed(args) -> dict:
     raw = official_config(scoped(load_raw(args.params), data.name), depth=args.depth, width=args.width,
                           sgld_steps=args.sgld_steps)
     tr = Trainer(parse_params(raw), "jem", data, torch.device("cpu"), channels_last=args.channels_last)
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16 else contextlib.nullcontext
     times = []
     for i in range(args.warmup + args.iters):
         t = time.perf_counter()
         tr.objective.set_step(tr.step)
-        train_step(tr.net, tr.objective, tr.opt, tr.next_batch())
+        train_step(tr.net, tr.objective, tr.opt, tr.next_batch(), amp)
         tr.step += 1
         if i >= args.warmup:
             times.append(time.perf_counter() - t)
     return {"what": "speed", "s_per_iter_median": statistics.median(times), "s_per_iter_min": min(times),
             "s_per_iter_max": max(times), "iters": args.iters, "threads": torch.get_num_threads(),
-            "depth": args.depth, "width": args.width, "sgld_steps": args.sgld_steps, "channels_last": args.channels_last}
+            "depth": args.depth, "width": args.width, "sgld_steps": args.sgld_steps, "channels_last": args.channels_last,
+            "bf16": args.bf16}
 
 
 def accuracy(args) -> dict:
@@ -71,12 +74,13 @@ def accuracy(args) -> dict:
     raw["evaluate"]["test_noise"] = 0.03  # the official code's test transform
     params = parse_params(raw)
     t0 = time.perf_counter()
-    result = train(params, "jem", data, torch.device("cpu"), progress=False)
+    result = train(params, "jem", data, torch.device("cpu"), progress=False, bf16=args.bf16)
     seconds = time.perf_counter() - t0
     metrics, _, _ = evaluate(result.model, data, params.evaluate, torch.device("cpu"), progress=False)
     m = params.model
     return {"what": "accuracy", "test_acc": 100 * metrics["accuracy"], "train_s": seconds,
-            "steps": params.train.common.steps, "network": f"WRN-{m.depth}-{m.width}", "retries": result.retries}
+            "steps": params.train.common.steps, "network": f"WRN-{m.depth}-{m.width}", "retries": result.retries,
+            "bf16": args.bf16}
 
 
 def main() -> None:
@@ -90,6 +94,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--channels-last", action="store_true", help="speed: the train stage's --channels-last")
+    p.add_argument("--bf16", action="store_true", help="the train stage's --bf16 (bf16 autocast)")
     args = p.parse_args()
     print(json.dumps(speed(args) if args.what == "speed" else accuracy(args)), flush=True)
 
