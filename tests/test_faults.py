@@ -611,8 +611,8 @@ def test_snakemake_after_dvc_sees_a_params_edit_and_dvc_commit_records_the_right
 @pytest.mark.slow  # kept out of `make test`'s 10 minutes; `make test-slow` and CI run it
 def test_make_repro_runs_the_dag_one_thread_per_job_and_records_it_for_dvc(tmp_path):
     """`make repro` from nothing, from a shell without the environment on PATH: Snakemake runs the whole
-    DAG at one thread per job, long jobs first, then `dvc commit -f` records it, so `dvc status` finds
-    nothing to rerun."""
+    DAG at one thread per job, long jobs first, training in channels-last, then `dvc commit -f` records
+    it, so `dvc status` finds nothing to rerun."""
     import yaml
     import re
     work = _scratch(tmp_path, "Makefile", "pyproject.toml", "Snakefile", "dvc.yaml", ".dvcignore", "pipeline",
@@ -628,6 +628,8 @@ def test_make_repro_runs_the_dag_one_thread_per_job_and_records_it_for_dvc(tmp_p
     for summary in ("data/train/softmax/shapes/summary.json", "data/pretrain/shapes/metrics.json"):
         device = read_metrics(work / summary)["provenance"]["device"]
         assert device.endswith(" x1 threads"), (summary, device)
+    # the Makefile trains in channels-last for this target (an execution flag, kept in the provenance)
+    assert read_metrics(work / "data/train/jem/shapes/summary.json")["provenance"]["channels_last"] is True
     status = subprocess.run([str(Path(sys.executable).parent / "dvc"), "status"], cwd=work, env=env,
                             capture_output=True, text=True)
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout + status.stderr
