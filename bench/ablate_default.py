@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ebm.config import load_raw, parse_params  # noqa: E402
 from ebm.data import load_dataset  # noqa: E402
-from ebm.errors import DivergenceError  # noqa: E402
+from ebm.errors import DivergenceError, ParamsError  # noqa: E402
 from ebm.eval.run import evaluate  # noqa: E402
 from ebm.provenance import pick_device  # noqa: E402
 from ebm.train import train  # noqa: E402
@@ -51,6 +51,7 @@ CANDIDATES: dict[str, tuple[dict, str]] = {
     "noise0": ({"train.{o}.sgld_std": 0.0}, "no SGLD noise"),
     "lr2e-3": ({"train.common.lr": 2.0e-3}, "peak lr 2e-3"),
     "nodecay": ({"train.common.decay_at": []}, "constant lr after warm-up"),
+    "pxy0.3": ({"train.{o}.pxy_weight": 0.3}, "p(x|y) term (JEM code's p_x_y_weight) at 0.3: class-conditional chains"),
 }
 
 
@@ -148,8 +149,12 @@ def main() -> None:
                 if raw is None:
                     print(f"skip {obj} {cand}: a key it overrides is not in train.{obj}", file=sys.stderr)
                     continue
-                r = {"dataset": data.name, "objective": obj, "candidate": cand, "set": tag,
-                     **run_one(raw, obj, data, device)}
+                try:
+                    result = run_one(raw, obj, data, device)
+                except ParamsError as e:  # e.g. pxy_weight > 0 for sada_jem, whose params reject it
+                    print(f"skip {obj} {cand}: {e}", file=sys.stderr)
+                    continue
+                r = {"dataset": data.name, "objective": obj, "candidate": cand, "set": tag, **result}
                 print(f"{data.name} {obj} {cand}: acc {r['accuracy']:.1f} ece {r['ece']:.2f} "
                       f"{r['seconds']:.0f} s", file=sys.stderr, flush=True)
                 rows.append(r)

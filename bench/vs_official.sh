@@ -14,7 +14,8 @@
 #   MIRRORS                    folder of fetched OWNER+NAME/repo mirrors (github:wgrathwohl/JEM), or JEM_SRC
 #   CIFAR_SRC [../shared/datasets/cifar10-jpeg]   train.tar.gz, test.tar.gz, SHA256SUMS
 #   WORK [/tmp/vs_official]    PYTHON [.venv/bin/python]   WARMUP [3]   ITERS [10]
-# Takes about 30 minutes on a 2-core CPU (speed: about 6 min; the official 624 iterations: 15 min). Run it on an
+# Takes 15-30 minutes on a 2-core CPU (speed: 4-6 min; the official 624 iterations: 8-15 min), bf16 rows included
+# (a CPU without bf16 instructions runs them slowly: they are for comparison only). Run it on an
 # otherwise idle machine: both sides are timed.
 set -euo pipefail
 
@@ -98,7 +99,7 @@ print("| --- | --- | --- | --- |")
 print(f"| official (README settings, K=20) | {off['iterations']} | {acc:.1f} | {train_s:.0f} "
       f"(median s/iter × iterations; whole run with its evaluations: {off['wall_s']:.0f}) |")
 print(f"| ours (params.yaml's jem) | {ours['steps']} | {ours['test_acc']:.1f} | {ours['train_s']:.0f} |")
-print(f"| ours, --bf16 (not counted below) | {ours_bf16['steps']} | {ours_bf16['test_acc']:.1f} | "
+print(f"| ours, --bf16 in NCHW (not counted below) | {ours_bf16['steps']} | {ours_bf16['test_acc']:.1f} | "
       f"{ours_bf16['train_s']:.0f} |")
 print(f"time to accuracy: ours {'PASSES' if ok else 'FAILS'} (needs >= {acc:.1f} % in <= {train_s / 2:.0f} s)")
 EOF

@@ -52,3 +52,21 @@ def test_ddp_scaling_runs_one_and_two_processes():
     assert "4 chains" in out, out
     rows = _rows(out)
     assert set(rows) == {"1", "2"} and rows["1"][-1] == "1.00×", out
+
+
+def test_ablate_default_skips_a_candidate_an_objective_rejects_and_goes_on(tmp_path):
+    """`pxy0.3` applies to sada_jem's params but sada_jem rejects pxy_weight > 0: a skip line, not a crash."""
+    import numpy as np
+
+    from ebm.data import DatasetArrays, write_dataset
+    rng = np.random.default_rng(0)
+    images = lambda n: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)  # noqa: E731
+    write_dataset(DatasetArrays("shapes", ["a", "b"], images(8), np.arange(8) % 2, images(4), np.arange(4) % 2, {}),
+                  tmp_path / "shapes", provenance={})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([sys.executable, "bench/ablate_default.py", "--data", str(tmp_path / "shapes"),
+                        "--objectives", "sada_jem", "--candidates", "pxy0.3", "--out", str(tmp_path / "rows.jsonl")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "skip sada_jem pxy0.3: train.sada_jem.pxy_weight" in r.stderr, r.stderr
+    assert not (tmp_path / "rows.jsonl").exists()
