@@ -49,6 +49,7 @@ CANDIDATES: dict[str, tuple[dict, str]] = {
     "inf": ({"train.{o}.init": "informative"}, "informative (class-Gaussian) init"),
     "sgld0.5": ({"train.{o}.sgld_lr": 0.5}, "SGLD step 0.5"),
     "noise0": ({"train.{o}.sgld_std": 0.0}, "no SGLD noise"),
+    "k10": ({"train.{o}.sgld_steps": 10}, "10 SGLD steps per iteration: older chains, twice the sampler's cost"),
     "lr2e-3": ({"train.common.lr": 2.0e-3}, "peak lr 2e-3"),
     "nodecay": ({"train.common.decay_at": []}, "constant lr after warm-up"),
     "pxy0.3": ({"train.{o}.pxy_weight": 0.3}, "p(x|y) term (JEM code's p_x_y_weight) at 0.3: class-conditional chains"),
