@@ -32,8 +32,8 @@ slurm:
 
 # The whole DAG through Snakemake (profiles/repro says why one thread per job), then `dvc commit -f`
 # records every output in dvc.lock and DVC's cache, as `dvc repro` would have. Training runs in the
-# channels-last memory format, 1.16-1.26x faster per JEM-family step here (bench/README.md); an execution
-# flag, recorded in each model's provenance: `make repro EBM_CHANNELS_LAST=0` trains in NCHW.
+# channels-last memory format (faster on the CPUs measured: bench/README.md), an execution flag kept in
+# each trained model's provenance: `make repro EBM_CHANNELS_LAST=0` trains in NCHW.
 repro: export EBM_CHANNELS_LAST ?= 1
 repro: $(STAMP)
 	$(BIN)/snakemake --profile profiles/repro --cores all all

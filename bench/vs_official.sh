@@ -50,14 +50,14 @@ json() { "$PYTHON" -c "import json, sys; print(json.load(open(sys.argv[1]))[sys.
 if [[ " ${WHAT[*]} " == *" speed "* ]]; then
   official jem_wrn16x2 >"$WORK/official_speed.txt" || die "the official run failed (see $WORK/official_speed.txt)"
   off=$(json "$WORK/jem_official_runs/jem_wrn16x2.json" s_per_iter_median)
-  ours=$("$PYTHON" bench/vs_official.py speed --data "$SUBSET" --depth 16 --width 2 --sgld-steps 20 \
-           --warmup "$WARMUP" --iters "$ITERS")
-  ours_cl=$("$PYTHON" bench/vs_official.py speed --data "$SUBSET" --depth 16 --width 2 --sgld-steps 20 \
-           --warmup "$WARMUP" --iters "$ITERS" --channels-last)
-  ours_bf16=$("$PYTHON" bench/vs_official.py speed --data "$SUBSET" --depth 16 --width 2 --sgld-steps 20 \
-           --warmup "$WARMUP" --iters "$ITERS" --channels-last --bf16)
-  echo "$ours" >"$WORK/ours_speed.json"; echo "$ours_cl" >"$WORK/ours_speed_channels_last.json"
-  echo "$ours_bf16" >"$WORK/ours_speed_channels_last_bf16.json"
+  ours_speed() {  # ours_speed NAME [FLAGS...]: our iteration at the official config; JSON to stdout and $WORK/NAME.json
+    local name=$1; shift
+    "$PYTHON" bench/vs_official.py speed --data "$SUBSET" --depth 16 --width 2 --sgld-steps 20 \
+      --warmup "$WARMUP" --iters "$ITERS" "$@" | tee "$WORK/$name.json"
+  }
+  ours=$(ours_speed ours_speed)
+  ours_cl=$(ours_speed ours_speed_channels_last --channels-last)
+  ours_bf16=$(ours_speed ours_speed_channels_last_bf16 --channels-last --bf16)
   "$PYTHON" - "$off" "$ours" "$ours_cl" "$ours_bf16" <<'EOF'
 import json, os, sys
 off = float(sys.argv[1])
