@@ -34,8 +34,9 @@ def objective_sampler(objective: str, train_cfg: dict, cfg: GenerateConfig, devi
     checkpoint); ``data`` (training images in [-1, 1], labels) fits JEM++'s informative init."""
     from ebm.objectives import REGISTRY
 
+    common = SimpleNamespace(seed=0, steps=0)  # the sampler reads neither (data order, p(x) schedule)
     obj = REGISTRY[objective](from_dict(typing.get_type_hints(TrainConfig)[objective], train_cfg),
-                              SimpleNamespace(seed=0), n_classes=n_classes, image_shape=SHAPE, data=data).to(device)
+                              common, n_classes=n_classes, image_shape=SHAPE, data=data).to(device)
     obj = getattr(obj, "jem", obj)  # hdge_jem samples with its JEM part
     if hasattr(obj, "sampler"):
         return obj.sampler(SHAPE)

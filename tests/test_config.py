@@ -65,6 +65,15 @@ def test_semantic_checks():
     p["train"]["hdge_jem"]["px_ramp"] = -1
     with pytest.raises(ParamsError, match=r"train\.hdge_jem\.px_start: px_start and px_ramp must be >= 0"):
         parse_params(p)
+    p = tiny_params_dict()
+    p["train"]["jem"]["px_until"] = 0
+    with pytest.raises(ParamsError, match=r"train\.jem\.px_until: must be in \(0, 1\]"):
+        parse_params(p)
+    p = tiny_params_dict()
+    p["train"]["common"]["steps"] = 10
+    p["train"]["jempp"].update(px_start=5, px_until=0.5)
+    with pytest.raises(ParamsError, match=r"train\.jempp\.px_until: the p\(x\) term would end \(step 5\) before it starts"):
+        parse_params(p)
 
 
 def test_int_is_accepted_for_float():

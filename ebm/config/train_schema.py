@@ -38,6 +38,7 @@ class PxSchedule:
     """When the p(x) term of a JEM-family objective is on (ebm/objectives/jem.py); its sections' first keys."""
     px_start: int  # training step at which the p(x) term starts (0 = from the first step, the papers)
     px_ramp: int  # steps over which its weight then rises linearly to px_weight (0 = at once)
+    px_until: float  # fraction of train.common.steps after which the term is off again (1 = to the end, the papers)
 
 
 @dataclass(frozen=True)
