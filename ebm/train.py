@@ -280,6 +280,7 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
             retries, lr_scale = tr.retries + 1, tr.lr_scale * c.retry_lr_factor
             tr.load_state_dict(good)
             tr.retries, tr.lr_scale = retries, lr_scale
+            tr.objective.set_step(tr.step)  # the step training resumes from: its sampler's schedule
             tr.objective.reset_sampler()
             tqdm.write(f"step {step}: {reason}; rolled back to step {tr.step}, sampler re-initialised, "
                        f"lr × {lr_scale:g} (retry {retries}/{c.max_retries})")

@@ -131,3 +131,13 @@ def test_the_paper_run_set_is_eight_jobs_in_both_runners(tmp_path):
     stages = set(json.loads(status.stdout))
     assert {s for s in stages if s.startswith("train")} == {f"train_run@{p.stem}" for p in PRESETS}
     assert {s for s in stages if s.startswith("evaluate")} == {f"evaluate_run@{p.stem}" for p in PRESETS}
+
+
+@pytest.mark.parametrize("path", [p for p in PRESETS if not p.stem.startswith("hdge")], ids=lambda p: p.stem)
+def test_preset_runs_the_papers_p_x_schedule(paper, path):
+    """The JEM-family presets train p(x) from the first step to the last, as the papers do, while the
+    embedded default (px_until 0.8) does not: a preset that lost the key would inherit the default."""
+    obj = path.stem.split("-")[0]
+    cfg = getattr(parse_params(run_raw(paper, path.stem)).train, obj)
+    assert (cfg.px_start, cfg.px_ramp, cfg.px_until) == (0, 0, 1.0)
+    assert getattr(parse_params(load_raw(REPO / "params.yaml")).train, obj).px_until < 1

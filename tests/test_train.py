@@ -64,6 +64,21 @@ def test_energy_blow_up_is_detected_and_recovered(data):
     assert hits == [4] and r.retries == 1
 
 
+def test_a_roll_back_past_px_until_keeps_the_trained_chains(data):
+    """With the p(x) term over (px_until 0.5 of 10 steps: off from step 5), a roll-back to step 6 must not
+    re-initialise the replay buffer: nothing would sample it again, and the checkpoint would carry noise.
+    Its buffer equals the uninterrupted run's (neither changes after step 4)."""
+    p = tiny_params_dict()
+    p["train"]["common"].update(steps=10)
+    p["train"]["jem"].update(px_until=0.5)
+    params = parse_params(p)
+    ref = train(params, "jem", data, torch.device("cpu"), progress=False, checkpoint_every=6)
+    fault, hits = _nan_at(8)
+    r = train(params, "jem", data, torch.device("cpu"), progress=False, checkpoint_every=6, fault=fault)
+    assert hits == [8] and r.retries == 1
+    assert torch.equal(r.objective.buffer.buffer, ref.objective.buffer.buffer)
+
+
 def test_past_the_retry_bound_a_named_error_carries_step_and_values(data):
     fault, _ = _nan_at(6, times=100)
     with pytest.raises(DivergenceError) as e:
@@ -236,7 +251,7 @@ def test_px_schedule_starts_the_likelihood_term_late_and_ramps_it(data, name):
     assert ["e_sample" in h for h in r.history] == [False, False, True, True]
 
 
-@pytest.mark.parametrize("name", ["jem", "jempp", "hdge_jem"])
+@pytest.mark.parametrize("name", ["jem", "jempp", "sada_jem", "hdge_jem"])
 def test_px_until_ends_the_likelihood_term_before_the_last_steps(data, name):
     """px_until 0.5 of 4 steps: the p(x) term (and its sampling) is on for steps 0-1 and off for 2-3, which
     then train the classifier alone."""

@@ -53,7 +53,8 @@ class Objective:
         """The next training step (0-based), for objectives whose terms follow a schedule."""
 
     def reset_sampler(self) -> None:
-        """Re-initialise any sampler state (after a divergence). No-op for objectives without one."""
+        """Re-initialise any sampler state (after a divergence; ``set_step`` has been told the step training
+        resumes from). No-op for objectives without one."""
 
     def state_dict(self) -> dict:
         return {}

@@ -79,6 +79,7 @@ class JEM(Objective):
 
     def set_step(self, step: int) -> None:
         c = self.cfg
+        self.step = step
         if step < c.px_start or step >= self.px_off_at:
             self.px_scale = 0.0
         else:
@@ -182,7 +183,10 @@ class JEM(Objective):
         return loss, {"loss": loss.detach(), "ce": ce.detach(), "acc": acc, **logs}
 
     def reset_sampler(self) -> None:
-        if self.buffer is not None:
+        # past px_until nothing samples p(x) again: a fresh buffer would stay noise, and the checkpoint and the
+        # generate stage's buffer samples would get noise instead of the chains trained so far (p(x|y) chains
+        # run to the end, so they are reset as before)
+        if self.buffer is not None and (self.step < self.px_off_at or self.pxy_weight > 0):
             self.buffer.reset()
 
     def state_dict(self) -> dict:
