@@ -281,8 +281,8 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
             tr.load_state_dict(good)
             tr.retries, tr.lr_scale = retries, lr_scale
             tr.objective.set_step(tr.step)  # the step training resumes from: its sampler's schedule
-            tr.objective.reset_sampler()
-            tqdm.write(f"step {step}: {reason}; rolled back to step {tr.step}, sampler re-initialised, "
+            sampler = "sampler re-initialised, " if tr.objective.reset_sampler() else ""
+            tqdm.write(f"step {step}: {reason}; rolled back to step {tr.step}, {sampler}"
                        f"lr × {lr_scale:g} (retry {retries}/{c.max_retries})")
             bar.n = tr.step
             continue

@@ -64,7 +64,7 @@ def test_energy_blow_up_is_detected_and_recovered(data):
     assert hits == [4] and r.retries == 1
 
 
-def test_a_roll_back_past_px_until_keeps_the_trained_chains(data):
+def test_a_roll_back_past_px_until_keeps_the_trained_chains(data, capsys):
     """With the p(x) term over (px_until 0.5 of 10 steps: off from step 5), a roll-back to step 6 must not
     re-initialise the replay buffer: nothing would sample it again, and the checkpoint would carry noise.
     Its buffer equals the uninterrupted run's (neither changes after step 4)."""
@@ -77,6 +77,8 @@ def test_a_roll_back_past_px_until_keeps_the_trained_chains(data):
     r = train(params, "jem", data, torch.device("cpu"), progress=False, checkpoint_every=6, fault=fault)
     assert hits == [8] and r.retries == 1
     assert torch.equal(r.objective.buffer.buffer, ref.objective.buffer.buffer)
+    out = capsys.readouterr().out
+    assert "rolled back to step 6, lr" in out and "re-initialised" not in out  # the log says what happened
 
 
 def test_past_the_retry_bound_a_named_error_carries_step_and_values(data):

@@ -52,9 +52,10 @@ class Objective:
     def set_step(self, step: int) -> None:
         """The next training step (0-based), for objectives whose terms follow a schedule."""
 
-    def reset_sampler(self) -> None:
+    def reset_sampler(self) -> bool:
         """Re-initialise any sampler state (after a divergence; ``set_step`` has been told the step training
-        resumes from). No-op for objectives without one."""
+        resumes from); whether anything was re-initialised. No-op for objectives without one."""
+        return False
 
     def state_dict(self) -> dict:
         return {}

@@ -145,8 +145,8 @@ class HDGEJEM(HDGE):
     def set_step(self, step: int) -> None:
         self.jem.set_step(step)
 
-    def reset_sampler(self) -> None:
-        self.jem.reset_sampler()
+    def reset_sampler(self) -> bool:
+        return self.jem.reset_sampler()
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "jem": self.jem.state_dict()}

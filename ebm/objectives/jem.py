@@ -182,12 +182,14 @@ class JEM(Objective):
         acc = (logits.argmax(1) == batch.y).float().mean()
         return loss, {"loss": loss.detach(), "ce": ce.detach(), "acc": acc, **logs}
 
-    def reset_sampler(self) -> None:
+    def reset_sampler(self) -> bool:
         # past px_until nothing samples p(x) again: a fresh buffer would stay noise, and the checkpoint and the
         # generate stage's buffer samples would get noise instead of the chains trained so far (p(x|y) chains
         # run to the end, so they are reset as before)
         if self.buffer is not None and (self.step < self.px_off_at or self.pxy_weight > 0):
             self.buffer.reset()
+            return True
+        return False
 
     def state_dict(self) -> dict:
         return {} if self.buffer is None else {"buffer": self.buffer.state_dict()}
