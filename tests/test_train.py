@@ -232,15 +232,14 @@ def test_px_weight_zero_trains_exactly_like_the_discriminative_objective(data, n
         assert torch.equal(a, b), k
 
 
-@pytest.mark.parametrize("name", ["jem", "sada_jem", "hdge_jem"])
-def test_px_schedule_starts_the_likelihood_term_late_and_ramps_it(data, name):
-    """px_start 2, px_ramp 2: steps 0-1 sample nothing (no e_sample logged), then the p(x) weight is 1/2 of
-    px_weight at step 2 and the full weight from step 3 on."""
+def _px_schedule(data, name: str, **cfg) -> tuple[list[float], list[bool]]:
+    """A 4-step run of ``name`` with ``cfg`` in its block: the p(x) weight factor the objective reports at
+    each step, and at which steps training logged a sample energy (sampled)."""
     from ebm.objectives import build_objective
 
     p = tiny_params_dict()
     p["train"]["common"].update(steps=4)
-    p["train"][name].update(px_start=2, px_ramp=2, px_until=1.0, init="uniform")
+    p["train"][name].update(init="uniform", **cfg)
     params = parse_params(p)
     obj = build_objective(name, params, n_classes=10)
     jem = getattr(obj, "jem", obj)
@@ -248,30 +247,26 @@ def test_px_schedule_starts_the_likelihood_term_late_and_ramps_it(data, name):
     for step in range(4):
         obj.set_step(step)
         scales.append(jem.px_scale)
-    assert scales == [0.0, 0.0, 0.5, 1.0]
     r = train(params, name, data, torch.device("cpu"), progress=False, log_every=1)
-    assert ["e_sample" in h for h in r.history] == [False, False, True, True]
+    return scales, ["e_sample" in h for h in r.history]
+
+
+@pytest.mark.parametrize("name", ["jem", "sada_jem", "hdge_jem"])
+def test_px_schedule_starts_the_likelihood_term_late_and_ramps_it(data, name):
+    """px_start 2, px_ramp 2: steps 0-1 sample nothing (no e_sample logged), then the p(x) weight is 1/2 of
+    px_weight at step 2 and the full weight from step 3 on."""
+    scales, sampled = _px_schedule(data, name, px_start=2, px_ramp=2, px_until=1.0)
+    assert scales == [0.0, 0.0, 0.5, 1.0]
+    assert sampled == [False, False, True, True]
 
 
 @pytest.mark.parametrize("name", ["jem", "jempp", "sada_jem", "hdge_jem"])
 def test_px_until_ends_the_likelihood_term_before_the_last_steps(data, name):
     """px_until 0.5 of 4 steps: the p(x) term (and its sampling) is on for steps 0-1 and off for 2-3, which
     then train the classifier alone."""
-    from ebm.objectives import build_objective
-
-    p = tiny_params_dict()
-    p["train"]["common"].update(steps=4)
-    p["train"][name].update(px_until=0.5, init="uniform")
-    params = parse_params(p)
-    obj = build_objective(name, params, n_classes=10)
-    jem = getattr(obj, "jem", obj)
-    scales = []
-    for step in range(4):
-        obj.set_step(step)
-        scales.append(jem.px_scale)
+    scales, sampled = _px_schedule(data, name, px_until=0.5)
     assert scales == [1.0, 1.0, 0.0, 0.0]
-    r = train(params, name, data, torch.device("cpu"), progress=False, log_every=1)
-    assert ["e_sample" in h for h in r.history] == [True, True, False, False]
+    assert sampled == [True, True, False, False]
 
 
 @pytest.mark.parametrize("dataset,flips", [("svhn", False), ("cifar10", True)])

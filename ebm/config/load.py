@@ -71,8 +71,9 @@ def _check_semantics(p: Params) -> None:
         need(0.0 <= j.reinit_freq <= 1.0, f"train.{name}.reinit_freq", "must be in [0, 1]")
         need(j.px_start >= 0 and j.px_ramp >= 0, f"train.{name}.px_start", "px_start and px_ramp must be >= 0")
         need(0 < j.px_until <= 1, f"train.{name}.px_until", "must be in (0, 1] (1 = the p(x) term stays on to the end)")
-        need(j.px_start < round(j.px_until * c.steps), f"train.{name}.px_until",
-             f"the p(x) term would end (step {round(j.px_until * c.steps)}) before it starts (px_start {j.px_start})")
+        off = j.px_off_at(c.steps)
+        need(j.px_start < off, f"train.{name}.px_until",
+             f"the p(x) term would end (step {off}) before it starts (px_start {j.px_start})")
         need(j.buffer_size >= j.sample_batch_size > 0, f"train.{name}.buffer_size",
              "must be >= sample_batch_size > 0")
     need(p.train.sada_jem.rho >= 0, "train.sada_jem.rho", "must be >= 0")

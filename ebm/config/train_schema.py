@@ -40,6 +40,10 @@ class PxSchedule:
     px_ramp: int  # steps over which its weight then rises linearly to px_weight (0 = at once)
     px_until: float  # fraction of train.common.steps after which the term is off again (1 = to the end, the papers)
 
+    def px_off_at(self, steps: int) -> int:
+        """The first step without the p(x) term, of a run of ``steps`` (``steps`` when px_until is 1)."""
+        return round(self.px_until * steps)
+
 
 @dataclass(frozen=True)
 class JemConfig(PxSchedule):

@@ -58,7 +58,7 @@ class JEM(Objective):
         self.sample_in_train_mode = getattr(cfg, "sample_mode", "eval") == "train"
         self.gaussians: ClassGaussians | None = None
         self.buffer: ReplayBuffer | None = None
-        self.px_off_at = round(cfg.px_until * common.steps)  # first step without the p(x) branch
+        self.px_off_at = cfg.px_off_at(common.steps)  # first step without the p(x) branch
         self.set_step(0)  # sets px_scale, the p(x) schedule's factor at the current step
         if not self.generative:
             return
