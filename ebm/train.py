@@ -137,7 +137,7 @@ class Trainer:
         n_classes = len(data.classes)
         self.model = build_model(params.model, n_classes).to(device)
         self.x_all = to_tensor(data.x_train).to(device)  # (N, 3, 32, 32)
-        if channels_last:  # NHWC kernels on GPUs; results unchanged up to float rounding
+        if channels_last:  # NHWC kernels (oneDNN on CPU: bench/README.md); results equal up to float rounding
             self.model = self.model.to(memory_format=torch.channels_last)
             self.x_all = self.x_all.contiguous(memory_format=torch.channels_last)
         self.y_all = torch.from_numpy(data.y_train).to(device)  # (N,)
