@@ -9,8 +9,8 @@ Each candidate is a set of overrides of ``--params`` (dotted keys; ``{o}`` stand
 Every (objective, candidate) trains with the stage's own code (``ebm.train.train``) and is evaluated with
 the evaluate stage's code (``ebm.eval.run.evaluate``: accuracy, ECE, OOD AUROC; no PGD). Results are appended
 to ``--out`` (JSON lines), so an interrupted ablation resumes and runs on two datasets merge; the table is
-printed from that file. AUROC columns: the objective's generative score (``logpx`` for JEM and HDGE+JEM,
-the better-documented ``pxgrad`` too for JEM++ / SADA-JEM) against each OOD set, and softmax's own for
+printed from that file. AUROC columns: the hybrids' two generative scores (``logpx`` and ``pxgrad``, for
+JEM, JEM++, SADA-JEM and HDGE+JEM) against each OOD set, and ``logpx`` / ``maxprob`` for softmax and HDGE for
 comparison. One seed: read differences of a point or two as noise.
 """
 from __future__ import annotations
@@ -90,7 +90,9 @@ def overrides(name: str) -> dict:
 
 
 def gen_scores(objective: str) -> list[str]:
-    return {"jempp": ["logpx", "pxgrad"], "sada_jem": ["logpx", "pxgrad"]}.get(objective, ["logpx"])
+    """The AUROC columns of ``objective``'s rows: the classifier-only objectives' ``logpx`` beside their
+    ``maxprob``, the hybrids' two generative scores (the papers use either)."""
+    return ["logpx", "maxprob"] if objective in ("softmax", "hdge") else ["logpx", "pxgrad"]
 
 
 def run_one(raw: dict, objective: str, data, device) -> dict:
@@ -115,7 +117,7 @@ def table(rows: list[dict]) -> str:
             + [f"AUROC {s}" for s in sets] + ["train s"])
     out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
-        scores = gen_scores(r["objective"]) if r["objective"] not in ("softmax", "hdge") else ["logpx", "maxprob"]
+        scores = gen_scores(r["objective"])
         au = [" / ".join(f"{r['ood'][s][k]:.3f}" for k in scores) + f" ({'/'.join(scores)})" if s in r["ood"]
               else "-" for s in sets]
         retry = " (diverged)" if r.get("diverged") else f" ({r['retries']} roll-backs)" if r["retries"] else ""

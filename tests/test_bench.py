@@ -70,3 +70,19 @@ def test_ablate_default_skips_a_candidate_an_objective_rejects_and_goes_on(tmp_p
     assert r.returncode == 0, r.stderr[-2000:]
     assert "skip sada_jem pxy0.3: train.sada_jem.pxy_weight" in r.stderr, r.stderr
     assert not (tmp_path / "rows.jsonl").exists()
+
+
+def test_ablate_table_prints_both_generative_scores_of_every_hybrid():
+    """hdge_jem's rows once showed `logpx` only; each hybrid's row shows `logpx` and `pxgrad`."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ablate_default", ROOT / "bench" / "ablate_default.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ood = {"noise": {"logpx": 0.25, "pxgrad": 0.75, "maxprob": 0.5}}
+    rows = [{"dataset": "shapes", "objective": o, "candidate": "base", "accuracy": 90.0, "ece": 5.0,
+             "ood": ood, "seconds": 1.0, "retries": 0} for o in ("jem", "jempp", "sada_jem", "hdge_jem", "hdge", "softmax")]
+    lines = mod.table(rows).splitlines()[2:]
+    for line in lines[:4]:
+        assert "0.250 / 0.750 (logpx/pxgrad)" in line, line
+    for line in lines[4:]:
+        assert "0.250 / 0.500 (logpx/maxprob)" in line, line
