@@ -73,7 +73,7 @@ def test_ablate_default_skips_a_candidate_an_objective_rejects_and_goes_on(tmp_p
 
 
 def test_ablate_table_prints_both_generative_scores_of_every_hybrid():
-    """hdge_jem's rows once showed `logpx` only; each hybrid's row shows `logpx` and `pxgrad`."""
+    """jem's and hdge_jem's rows once showed `logpx` only; each sampling objective's row shows `logpx` and `pxgrad`."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("ablate_default", ROOT / "bench" / "ablate_default.py")
     mod = importlib.util.module_from_spec(spec)

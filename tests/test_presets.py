@@ -136,7 +136,7 @@ def test_the_paper_run_set_is_eight_jobs_in_both_runners(tmp_path):
 @pytest.mark.parametrize("path", [p for p in PRESETS if not p.stem.startswith("hdge")], ids=lambda p: p.stem)
 def test_preset_runs_the_papers_p_x_schedule(paper, path):
     """The JEM-family presets train p(x) from the first step to the last, as the papers do, while the
-    embedded default (px_until 0.8) does not: a preset that lost the key would inherit the default."""
+    embedded default (px_until 0.8 or 2/3) does not: a preset that lost the key would inherit the default."""
     obj = path.stem.split("-")[0]
     cfg = getattr(parse_params(run_raw(paper, path.stem)).train, obj)
     assert (cfg.px_start, cfg.px_ramp, cfg.px_until) == (0, 0, 1.0)
