@@ -10,8 +10,8 @@ Every (objective, candidate) trains with the stage's own code (``ebm.train.train
 the evaluate stage's code (``ebm.eval.run.evaluate``: accuracy, ECE, OOD AUROC; no PGD). Results are appended
 to ``--out`` (JSON lines), so an interrupted ablation resumes and runs on two datasets merge; the table is
 printed from that file. AUROC columns: the hybrids' two generative scores (``logpx`` and ``pxgrad``, for
-JEM, JEM++, SADA-JEM and HDGE+JEM) against each OOD set, and ``logpx`` / ``maxprob`` for softmax and HDGE (no
-sampler) for comparison. One seed: read differences of a point or two as noise.
+JEM, JEM++, SADA-JEM and HDGE+JEM) against each OOD set, and ``logpx`` / ``maxprob`` / ``pxgrad`` for softmax
+and HDGE (no sampler) for comparison. One seed: read differences of a point or two as noise.
 """
 from __future__ import annotations
 
@@ -90,9 +90,10 @@ def overrides(name: str) -> dict:
 
 
 def gen_scores(objective: str) -> list[str]:
-    """The AUROC columns of ``objective``'s rows: for the objectives without a sampler (softmax, hdge)
-    ``logpx`` beside ``maxprob``, for the sampling ones their two generative scores (the papers use either)."""
-    return ["logpx", "maxprob"] if objective in ("softmax", "hdge") else ["logpx", "pxgrad"]
+    """The AUROC columns of ``objective``'s rows: for the sampling objectives their two generative scores
+    (the papers use either); for those without a sampler (softmax, hdge) ``maxprob`` too, the classifier's
+    own score."""
+    return ["logpx", "maxprob", "pxgrad"] if objective in ("softmax", "hdge") else ["logpx", "pxgrad"]
 
 
 def run_one(raw: dict, objective: str, data, device) -> dict:

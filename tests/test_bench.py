@@ -85,4 +85,4 @@ def test_ablate_table_prints_both_generative_scores_of_every_hybrid():
     for line in lines[:4]:
         assert "0.250 / 0.750 (logpx/pxgrad)" in line, line
     for line in lines[4:]:
-        assert "0.250 / 0.500 (logpx/maxprob)" in line, line
+        assert "0.250 / 0.500 / 0.750 (logpx/maxprob/pxgrad)" in line, line
