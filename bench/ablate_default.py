@@ -89,11 +89,15 @@ def overrides(name: str) -> dict:
     return {k: v for c in name.split("+") for k, v in CANDIDATES[c][0].items()}
 
 
+# The objectives without a sampler: the reference rows (base only), with the classifier's maxprob beside them.
+NO_SAMPLER = ("softmax", "hdge")
+
+
 def gen_scores(objective: str) -> list[str]:
     """The AUROC columns of ``objective``'s rows: for the sampling objectives their two generative scores
     (the papers use either); for those without a sampler (softmax, hdge) ``maxprob`` too, the classifier's
     own score."""
-    return ["logpx", "maxprob", "pxgrad"] if objective in ("softmax", "hdge") else ["logpx", "pxgrad"]
+    return ["logpx", "maxprob", "pxgrad"] if objective in NO_SAMPLER else ["logpx", "pxgrad"]
 
 
 def run_one(raw: dict, objective: str, data, device) -> dict:
@@ -151,7 +155,7 @@ def main() -> None:
         data = load_dataset(folder)
         for cand in args.candidates:
             for obj in args.objectives:
-                if (data.name, obj, cand, tag) in done or (obj in ("softmax", "hdge") and cand != "base"):
+                if (data.name, obj, cand, tag) in done or (obj in NO_SAMPLER and cand != "base"):
                     continue  # the classifier-only objectives are the reference: base only
                 raw = apply(apply(load_raw(args.params), shared, obj, strict=False), overrides(cand), obj)
                 if raw is None:

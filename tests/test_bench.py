@@ -72,7 +72,7 @@ def test_ablate_default_skips_a_candidate_an_objective_rejects_and_goes_on(tmp_p
     assert not (tmp_path / "rows.jsonl").exists()
 
 
-def test_ablate_table_prints_both_generative_scores_of_every_hybrid():
+def test_ablate_table_prints_each_objectives_auroc_columns():
     """jem's and hdge_jem's rows once showed `logpx` only; each sampling objective's row shows `logpx` and `pxgrad`."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("ablate_default", ROOT / "bench" / "ablate_default.py")
