@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ebm.config import load_raw, parse_params  # noqa: E402
 from ebm.data import load_dataset  # noqa: E402
 from ebm.errors import DivergenceError, ParamsError  # noqa: E402
+from ebm.objectives import REGISTRY  # noqa: E402
 from ebm.eval.run import evaluate  # noqa: E402
 from ebm.provenance import pick_device  # noqa: E402
 from ebm.train import train  # noqa: E402
@@ -89,15 +90,11 @@ def overrides(name: str) -> dict:
     return {k: v for c in name.split("+") for k, v in CANDIDATES[c][0].items()}
 
 
-# The objectives without a sampler: the reference rows (base only), with the classifier's maxprob beside them.
-NO_SAMPLER = ("softmax", "hdge")
-
-
 def gen_scores(objective: str) -> list[str]:
     """The AUROC columns of ``objective``'s rows: for the sampling objectives their two generative scores
     (the papers use either); for those without a sampler (softmax, hdge) ``maxprob`` too, the classifier's
     own score."""
-    return ["logpx", "maxprob", "pxgrad"] if objective in NO_SAMPLER else ["logpx", "pxgrad"]
+    return ["logpx", "pxgrad"] if REGISTRY[objective].trains_sampler else ["logpx", "maxprob", "pxgrad"]
 
 
 def run_one(raw: dict, objective: str, data, device) -> dict:
@@ -155,7 +152,7 @@ def main() -> None:
         data = load_dataset(folder)
         for cand in args.candidates:
             for obj in args.objectives:
-                if (data.name, obj, cand, tag) in done or (obj in NO_SAMPLER and cand != "base"):
+                if (data.name, obj, cand, tag) in done or (not REGISTRY[obj].trains_sampler and cand != "base"):
                     continue  # the classifier-only objectives are the reference: base only
                 raw = apply(apply(load_raw(args.params), shared, obj, strict=False), overrides(cand), obj)
                 if raw is None:

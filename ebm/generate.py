@@ -37,8 +37,7 @@ def objective_sampler(objective: str, train_cfg: dict, cfg: GenerateConfig, devi
     common = SimpleNamespace(seed=0, steps=0)  # the sampler reads neither (data order, p(x) schedule)
     obj = REGISTRY[objective](from_dict(typing.get_type_hints(TrainConfig)[objective], train_cfg),
                               common, n_classes=n_classes, image_shape=SHAPE, data=data).to(device)
-    obj = getattr(obj, "jem", obj)  # hdge_jem samples with its JEM part
-    if hasattr(obj, "sampler"):
+    if obj.trains_sampler:
         return obj.sampler(SHAPE)
     return ChainSampler(lambda n, classes=None: uniform_init(n, SHAPE, device), lr=cfg.sgld_lr, std=cfg.sgld_std,
                         name=f"JEM SGLD (lr {cfg.sgld_lr:g}, noise {cfg.sgld_std:g}, U(-1, 1) init): "

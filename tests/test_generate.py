@@ -38,11 +38,29 @@ def test_class_conditional_chains_move_towards_their_class():
     assert set(g) == {"fresh", "cond", "buffer"} and g["cond"].shape == (3 * 34 + 2, 4 * 34 + 2, 3)
 
 
-def _jempp_cfg(**kw) -> dict:
+def _section(objective: str, **kw) -> dict:
     from ebm.config import load_params, to_dict
     from tests.conftest import REPO
 
-    return {**to_dict(load_params(REPO / "params.yaml").train.jempp), **kw}
+    return {**to_dict(getattr(load_params(REPO / "params.yaml").train, objective)), **kw}
+
+
+def _jempp_cfg(**kw) -> dict:
+    return _section("jempp", **kw)
+
+
+def test_the_objectives_that_train_a_sampler_generate_with_it():
+    """Each objective says whether it trains SGLD chains; those that do generate with their own sampler
+    (hdge_jem with its JEM part's, here at the section's SGLD step), the others with JEM's default."""
+    from ebm.objectives import REGISTRY
+
+    assert {k for k, v in REGISTRY.items() if v.trains_sampler} == {"jem", "jempp", "sada_jem", "hdge_jem"}
+    cfg = GenerateConfig(seed=0, mode="fresh", n_samples=4, n_per_class=0, calls=0, reinit_freq=0.0, sgld_steps=1,
+                         sgld_lr=0.25, sgld_std=0.0, batch_size=4)
+    own = objective_sampler("hdge_jem", _section("hdge_jem", sgld_lr=0.75), cfg, torch.device("cpu"), n_classes=2)
+    assert own.lr == 0.75 and "trains no sampler" not in own.name
+    other = objective_sampler("hdge", _section("hdge"), cfg, torch.device("cpu"), n_classes=2)
+    assert other.lr == 0.25 and "hdge trains no sampler" in other.name
 
 
 def test_generation_uses_the_objectives_own_sampler_and_init():

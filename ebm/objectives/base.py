@@ -8,9 +8,13 @@ only every ``log_every`` steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ebm.sampling import ChainSampler
 
 
 @dataclass
@@ -28,13 +32,20 @@ class Objective:
     - :attr:`sam`: SAM's settings (``rho``, ``adaptive``) when the loop must wrap its optimizer in SAM,
       else None; then :meth:`perturbed_loss` is the loss of SAM's second pass at w + ε(w);
     - :meth:`set_step`: the loop tells the objective which training step comes next (schedules);
-    - :meth:`reset_sampler`: re-initialise sampler state after a divergence;
+    - :attr:`trains_sampler`: whether it trains with SGLD chains; then :meth:`sampler` is that sampler
+      (the generate stage samples with it), and :meth:`reset_sampler` re-initialises its state after a
+      divergence;
     - :meth:`state_dict` / :meth:`load_state_dict`: the state to save with a checkpoint and restore
       on resume (plain tensors and dicts); :meth:`to` moves it to a device.
     """
 
     name: str = ""
     sam: dict | None = None
+    trains_sampler: bool = False
+
+    def sampler(self, image_shape: tuple[int, ...] = (3, 32, 32)) -> ChainSampler:
+        """The :class:`~ebm.sampling.ChainSampler` this objective trains with (only if ``trains_sampler``)."""
+        raise NotImplementedError(f"objective {self.name!r} trains no sampler")
 
     @property
     def uses_sam(self) -> bool:

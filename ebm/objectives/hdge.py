@@ -26,6 +26,7 @@ from ebm.config import HdgeConfig, HdgeJemConfig, TrainCommon
 from ebm.distributed import gather_cat
 from ebm.objectives.base import Batch, Objective
 from ebm.objectives.jem import JEM
+from ebm.sampling import ChainSampler
 
 
 class LogitQueue:
@@ -124,6 +125,7 @@ class HDGEJEM(HDGE):
     """HDGE + px_weight · L_px, with L_px and its sampler exactly as in :class:`~ebm.objectives.jem.JEM`."""
 
     name = "hdge_jem"
+    trains_sampler = True
 
     def __init__(self, cfg: HdgeJemConfig, common: TrainCommon, *, n_classes: int, image_shape: tuple[int, ...],
                  data: tuple[torch.Tensor, torch.Tensor] | None = None):
@@ -141,6 +143,9 @@ class HDGEJEM(HDGE):
         if l_px is not None:  # px_weight = 0: exactly hdge, nothing sampled
             loss = loss + l_px
         return loss, {"loss": loss.detach(), **logs, **px_logs}
+
+    def sampler(self, image_shape: tuple[int, ...] = (3, 32, 32)) -> ChainSampler:
+        return self.jem.sampler(image_shape)
 
     def set_step(self, step: int) -> None:
         self.jem.set_step(step)

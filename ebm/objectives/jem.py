@@ -47,6 +47,7 @@ class JEM(Objective):
     energies) has nothing to act on."""
 
     name = "jem"
+    trains_sampler = True
     grad_clip = 0.0  # per-pixel gradient clip in SGLD (0 = off)
     clamp = False  # project samples onto [-1, 1] after each step
 
