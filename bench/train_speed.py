@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import platform
 import statistics
 import sys
@@ -25,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ebm.config import Params, load_raw, parse_params  # noqa: E402
 from ebm.data import DatasetArrays  # noqa: E402
 from ebm.provenance import device_name, pick_device  # noqa: E402
-from ebm.train import Trainer, train_step  # noqa: E402
+from ebm.train import Trainer, autocast, train_step  # noqa: E402
 
 
 def random_dataset(name: str, n: int = 1024) -> DatasetArrays:
@@ -101,14 +100,14 @@ def main() -> None:
     print("| --- | --- | --- |")
     for obj in args.objectives:
         tr = Trainer(params, obj, data, device, channels_last=args.channels_last)
-        amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 else None
+        amp = autocast(device, args.bf16)
         times = []
         for i in range(args.warmup + args.iters):
             batch = tr.next_batch()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            train_step(tr.model, tr.objective, tr.opt, batch, **({"amp": amp} if amp else {}))
+            train_step(tr.model, tr.objective, tr.opt, batch, amp)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i >= args.warmup:

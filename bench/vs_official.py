@@ -14,7 +14,6 @@ as the official code evaluates.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import statistics
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ebm.config import load_raw, parse_params  # noqa: E402
 from ebm.data import load_dataset  # noqa: E402
 from ebm.eval.run import evaluate  # noqa: E402
-from ebm.train import Trainer, train, train_step  # noqa: E402
+from ebm.train import Trainer, autocast, train, train_step  # noqa: E402
 
 
 def scoped(raw: dict, dataset: str) -> dict:
@@ -53,7 +52,7 @@ def speed(args) -> dict:
     raw = official_config(scoped(load_raw(args.params), data.name), depth=args.depth, width=args.width,
                           sgld_steps=args.sgld_steps)
     tr = Trainer(parse_params(raw), "jem", data, torch.device("cpu"), channels_last=args.channels_last)
-    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16 else contextlib.nullcontext
+    amp = autocast(torch.device("cpu"), args.bf16)
     times = []
     for i in range(args.warmup + args.iters):
         t = time.perf_counter()

@@ -63,6 +63,13 @@ def make_optimizer(model: nn.Module, c: TrainCommon) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
 
 
+def autocast(device: torch.device, bf16: bool) -> Callable[[], contextlib.AbstractContextManager]:
+    """The ``amp`` argument of :func:`train_step`: bf16 autocast on ``device``, or nothing."""
+    if not bf16:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def train_step(model: nn.Module, objective: Objective, opt: torch.optim.Optimizer, batch: Batch,
                amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -244,9 +251,7 @@ def train(params: Params, objective_name: str, data: DatasetArrays, device: torc
     c = params.train.common
     tr = Trainer(params, objective_name, data, device, channels_last=channels_last, world=world)
 
-    def amp() -> contextlib.AbstractContextManager:
-        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
+    amp = autocast(device, bf16)
     result = TrainResult(tr.model, tr.objective)
     if resume is not None and (saved := resume.load()) is not None:
         try:
