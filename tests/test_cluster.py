@@ -1,5 +1,4 @@
 """Snakemake's job resources, logs, thread counts and GPU slots (the SLURM run itself: `make test-cluster`)."""
-import json
 import re
 import shutil
 import subprocess

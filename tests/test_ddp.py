@@ -207,8 +207,6 @@ def test_snakemake_launches_a_gpu_2_train_job_under_torchrun(tmp_path):
 
 @pytest.mark.slow
 def test_pretraining_on_two_processes_writes_what_one_process_writes(work):
-    import json
-
     r = _run([*TORCHRUN, "-m", "pipeline.pretrain", "--params", "params.yaml", "--dataset", "shapes", "--data", "ds",
               "--out", "pre2", "--no-progress"], work)
     assert r.returncode == 0, r.stderr

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from ebm.artifacts import read_metrics
-from tests.conftest import copy_from_repo, REPO, tiny_params_dict, write_params
+from tests.conftest import copy_from_repo, tiny_params_dict, write_params
 
 BIN = Path(sys.executable).parent
 

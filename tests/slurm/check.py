@@ -4,7 +4,6 @@ resumed; weights and metrics equal the local run's. Prints the evidence; exits 1
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
