@@ -14,9 +14,11 @@
 #   MIRRORS                    folder of fetched OWNER+NAME/repo mirrors (github:wgrathwohl/JEM), or JEM_SRC
 #   CIFAR_SRC [../shared/datasets/cifar10-jpeg]   train.tar.gz, test.tar.gz, SHA256SUMS
 #   WORK [/tmp/vs_official]    PYTHON [.venv/bin/python]   WARMUP [3]   ITERS [10]
-# Takes 15-30 minutes on a 2-core CPU (speed: 4-6 min; the official 624 iterations: 8-15 min), bf16 rows included
-# (a CPU without bf16 instructions runs them slowly: they are for comparison only). Run it on an
-# otherwise idle machine: both sides are timed.
+#   BF16 [auto]   the bf16-autocast rows (for comparison only: not equal precision): auto runs them where
+#                 oneDNN has bf16 instructions on this CPU and skips them elsewhere (emulated bf16 took
+#                 over 25 minutes for the speed row alone on an AVX2-only CPU); 1 always, 0 never
+# Takes 15-30 minutes on a 2-core CPU (speed: 4-6 min; the official 624 iterations: 8-15 min), bf16 rows
+# included. Run it on an otherwise idle machine: both sides are timed.
 set -euo pipefail
 
 die() { echo "vs_official.sh: $*" >&2; exit 1; }
@@ -30,6 +32,13 @@ export WARMUP="${WARMUP:-3}" ITERS="${ITERS:-10}"
 WHAT=("$@"); [ ${#WHAT[@]} -eq 0 ] && WHAT=(speed accuracy)
 for w in "${WHAT[@]}"; do [[ "$w" == speed || "$w" == accuracy ]] || die "unknown part '$w' (speed, accuracy)"; done
 [ -x "$PYTHON" ] || die "no Python at $PYTHON (run make install, or set PYTHON)"
+BF16="${BF16:-auto}"
+case "$BF16" in
+  1|0) ;;
+  auto) BF16=$("$PYTHON" -c "import torch; print(int(torch.ops.mkldnn._is_mkldnn_bf16_supported()))") ;;
+  *) die "BF16 must be auto, 1 or 0 (got '$BF16')" ;;
+esac
+SKIPPED='{"skipped": "no bf16 instructions on this CPU (BF16=1 runs it anyway)"}'
 for f in train.tar.gz test.tar.gz SHA256SUMS; do [ -f "$CIFAR_SRC/$f" ] || die "missing $CIFAR_SRC/$f (set CIFAR_SRC)"; done
 mkdir -p "$WORK"; WORK="$(cd "$WORK" && pwd)"
 
@@ -57,7 +66,7 @@ if [[ " ${WHAT[*]} " == *" speed "* ]]; then
   }
   ours=$(ours_speed ours_speed)
   ours_cl=$(ours_speed ours_speed_channels_last --channels-last)
-  ours_bf16=$(ours_speed ours_speed_channels_last_bf16 --channels-last --bf16)
+  if [ "$BF16" = 1 ]; then ours_bf16=$(ours_speed ours_speed_channels_last_bf16 --channels-last --bf16); else ours_bf16=$SKIPPED; fi
   "$PYTHON" - "$off" "$ours" "$ours_cl" "$ours_bf16" <<'EOF'
 import json, os, sys
 off = float(sys.argv[1])
@@ -67,7 +76,11 @@ print("| --- | --- | --- |")
 print(f"| official train_wrn_ebm.py | {off:.3f} | 1.00× |")
 for name, arg in (("ours (fp32)", sys.argv[2]), ("ours, --channels-last (fp32)", sys.argv[3]),
                   ("ours, --channels-last --bf16 (bf16 autocast: not equal precision)", sys.argv[4])):
-    s = json.loads(arg)["s_per_iter_median"]
+    row = json.loads(arg)
+    if "skipped" in row:
+        print(f"| {name} | skipped: {row['skipped']} | - |")
+        continue
+    s = row["s_per_iter_median"]
     print(f"| {name} | {s:.3f} | **{off / s:.2f}×** |")
 EOF
 fi
@@ -86,7 +99,7 @@ if [[ " ${WHAT[*]} " == *" accuracy "* ]]; then
      --save_dir "$WORK/curve_run") >"$WORK/official_curve.log" 2>&1 \
     || die "the official curve run failed (see $WORK/official_curve.log)"
   ours=$("$PYTHON" bench/vs_official.py accuracy --data "$SUBSET")
-  ours_bf16=$("$PYTHON" bench/vs_official.py accuracy --data "$SUBSET" --bf16)
+  if [ "$BF16" = 1 ]; then ours_bf16=$("$PYTHON" bench/vs_official.py accuracy --data "$SUBSET" --bf16); else ours_bf16=$SKIPPED; fi
   echo "$ours" >"$WORK/ours_accuracy.json"; echo "$ours_bf16" >"$WORK/ours_accuracy_bf16.json"
   "$PYTHON" - "$WORK/official_curve.json" "$ours" "$ours_bf16" <<'EOF'
 import json, sys
@@ -99,8 +112,11 @@ print("| --- | --- | --- | --- |")
 print(f"| official (README settings, K=20) | {off['iterations']} | {acc:.1f} | {train_s:.0f} "
       f"(median s/iter × iterations; whole run with its evaluations: {off['wall_s']:.0f}) |")
 print(f"| ours (params.yaml's jem) | {ours['steps']} | {ours['test_acc']:.1f} | {ours['train_s']:.0f} |")
-print(f"| ours, --bf16 in NCHW (not counted below) | {ours_bf16['steps']} | {ours_bf16['test_acc']:.1f} | "
-      f"{ours_bf16['train_s']:.0f} |")
+if "skipped" in ours_bf16:
+    print(f"| ours, --bf16 in NCHW (not counted below) | - | skipped: {ours_bf16['skipped']} | - |")
+else:
+    print(f"| ours, --bf16 in NCHW (not counted below) | {ours_bf16['steps']} | {ours_bf16['test_acc']:.1f} | "
+          f"{ours_bf16['train_s']:.0f} |")
 print(f"time to accuracy: ours {'PASSES' if ok else 'FAILS'} (needs >= {acc:.1f} % in <= {train_s / 2:.0f} s)")
 EOF
 fi
