@@ -35,7 +35,8 @@ for w in "${WHAT[@]}"; do [[ "$w" == speed || "$w" == accuracy ]] || die "unknow
 BF16="${BF16:-auto}"
 case "$BF16" in
   1|0) ;;
-  auto) BF16=$("$PYTHON" -c "import torch; print(int(torch.ops.mkldnn._is_mkldnn_bf16_supported()))") ;;
+  auto) BF16=$("$PYTHON" -c "import torch; print(int(torch.ops.mkldnn._is_mkldnn_bf16_supported()))" 2>/dev/null) \
+          || die "could not ask PyTorch whether this CPU has bf16 instructions (set BF16=1 or BF16=0)" ;;
   *) die "BF16 must be auto, 1 or 0 (got '$BF16')" ;;
 esac
 SKIPPED='{"skipped": "no bf16 instructions on this CPU (BF16=1 runs it anyway)"}'
