@@ -45,10 +45,6 @@ def _section(objective: str, **kw) -> dict:
     return {**to_dict(getattr(load_params(REPO / "params.yaml").train, objective)), **kw}
 
 
-def _jempp_cfg(**kw) -> dict:
-    return _section("jempp", **kw)
-
-
 def test_the_objectives_that_train_a_sampler_generate_with_it():
     """Each objective says whether it trains SGLD chains; those that do generate with their own sampler
     (hdge_jem with its JEM part's, here at the section's SGLD step), the others with JEM's default."""
@@ -70,7 +66,7 @@ def test_generation_uses_the_objectives_own_sampler_and_init():
                          sgld_lr=1.0, sgld_std=0.0, batch_size=4)
     x = torch.full((20, 3, 32, 32), 0.5) + 0.01 * torch.randn(20, 3, 32, 32)  # two classes of grey images
     y = torch.arange(20) % 2
-    s = objective_sampler("jempp", _jempp_cfg(sgld_lr=3.0, init_jitter=1e-4), cfg, torch.device("cpu"),
+    s = objective_sampler("jempp", _section("jempp", sgld_lr=3.0, init_jitter=1e-4), cfg, torch.device("cpu"),
                           n_classes=2, data=(x, y))
     assert s.grad_clip == 1.0 and s.clamp and s.lr == 3.0 and "class-Gaussian" in s.name and "jempp" in s.name
     x0 = s.init(64)
