@@ -39,7 +39,9 @@ case "$BF16" in
           || die "could not ask PyTorch whether this CPU has bf16 instructions (set BF16=1 or BF16=0)" ;;
   *) die "BF16 must be auto, 1 or 0 (got '$BF16')" ;;
 esac
-SKIPPED='{"skipped": "no bf16 instructions on this CPU (BF16=1 runs it anyway)"}'
+bf16_row() {  # bf16_row CMD...: CMD's JSON, or a skipped row where BF16 is 0
+  if [ "$BF16" = 1 ]; then "$@"; else echo '{"skipped": "no bf16 instructions on this CPU (BF16=1 runs it anyway)"}'; fi
+}
 for f in train.tar.gz test.tar.gz SHA256SUMS; do [ -f "$CIFAR_SRC/$f" ] || die "missing $CIFAR_SRC/$f (set CIFAR_SRC)"; done
 mkdir -p "$WORK"; WORK="$(cd "$WORK" && pwd)"
 
@@ -67,7 +69,7 @@ if [[ " ${WHAT[*]} " == *" speed "* ]]; then
   }
   ours=$(ours_speed ours_speed)
   ours_cl=$(ours_speed ours_speed_channels_last --channels-last)
-  if [ "$BF16" = 1 ]; then ours_bf16=$(ours_speed ours_speed_channels_last_bf16 --channels-last --bf16); else ours_bf16=$SKIPPED; fi
+  ours_bf16=$(bf16_row ours_speed ours_speed_channels_last_bf16 --channels-last --bf16)
   "$PYTHON" - "$off" "$ours" "$ours_cl" "$ours_bf16" <<'EOF'
 import json, os, sys
 off = float(sys.argv[1])
@@ -100,7 +102,7 @@ if [[ " ${WHAT[*]} " == *" accuracy "* ]]; then
      --save_dir "$WORK/curve_run") >"$WORK/official_curve.log" 2>&1 \
     || die "the official curve run failed (see $WORK/official_curve.log)"
   ours=$("$PYTHON" bench/vs_official.py accuracy --data "$SUBSET")
-  if [ "$BF16" = 1 ]; then ours_bf16=$("$PYTHON" bench/vs_official.py accuracy --data "$SUBSET" --bf16); else ours_bf16=$SKIPPED; fi
+  ours_bf16=$(bf16_row "$PYTHON" bench/vs_official.py accuracy --data "$SUBSET" --bf16)
   echo "$ours" >"$WORK/ours_accuracy.json"; echo "$ours_bf16" >"$WORK/ours_accuracy_bf16.json"
   "$PYTHON" - "$WORK/official_curve.json" "$ours" "$ours_bf16" <<'EOF'
 import json, sys
