@@ -86,3 +86,59 @@ def test_ablate_table_prints_each_objectives_auroc_columns():
         assert "0.250 / 0.750 (logpx/pxgrad)" in line, line
     for line in lines[4:]:
         assert "0.250 / 0.500 / 0.750 (logpx/maxprob/pxgrad)" in line, line
+
+
+def _bench_module(name: str):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _tiny_data():
+    import numpy as np
+
+    from ebm.data import DatasetArrays
+    rng = np.random.default_rng(0)
+    images = lambda n: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)  # noqa: E731
+    return DatasetArrays("shapes", ["a", "b"], images(32), np.arange(32) % 2, images(8), np.arange(8) % 2, {})
+
+
+@pytest.mark.parametrize("objective", ["hdge_jem", "sada_jem"])
+def test_grad_balance_measures_without_changing_the_run(objective):
+    """Measuring at every step (samples drawn on a copy of the replay buffer and HDGE's queue, under a forked
+    RNG) leaves the run as the train stage runs it: the same weights, bit for bit (hdge_jem: buffer, queue
+    and SGLD noise; sada_jem: SAM's two passes and the informative init)."""
+    import torch
+
+    from ebm.config import parse_params
+    from ebm.train import train
+    from tests.conftest import tiny_params_dict
+
+    raw = tiny_params_dict()
+    raw.update(objectives=[objective], datasets=["shapes"], runs={})
+    raw["train"]["common"]["steps"] = 4
+    data = _tiny_data()
+    rows, ended, measured = _bench_module("grad_balance").run(raw, objective, data, torch.device("cpu"), every=1)
+    plain = train(parse_params(raw), objective, data, torch.device("cpu"), progress=False).model
+    assert ended == "4 steps" and [r["step"] for r in rows] == list(range(4))
+    assert rows[0]["ratio"] > 0  # the p(x) term (and hdge_jem's contrastive term) is on
+    for (name, a), b in zip(measured.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_grad_balance_prints_each_table_with_a_row_per_objective(tmp_path):
+    import yaml
+
+    from ebm.data import write_dataset
+    from tests.conftest import tiny_params_dict
+    write_dataset(_tiny_data(), tmp_path / "shapes", provenance={})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict()))
+    out = _run("bench/grad_balance.py", "--params", str(tmp_path / "params.yaml"), "--data", str(tmp_path / "shapes"),
+               "--objectives", "softmax", "jem", "--every", "2", "--window", "3", "--device", "cpu")
+    tables = [t for t in out.split("\n\n") if t.startswith("| objective")]
+    assert len(tables) == 4, out
+    ratio = _rows(tables[0])
+    assert list(ratio) == ["softmax", "jem"] and ratio["softmax"][:2] == ["0.00", "0.00"], out  # CE is all of softmax's loss
+    assert float(ratio["jem"][0]) > 0 and ratio["jem"][2] == "6 steps", out
