@@ -45,6 +45,7 @@ CANDIDATES: dict[str, tuple[dict, str]] = {
     "ramp150": ({"train.{o}.px_start": 0, "train.{o}.px_ramp": 150}, "p(x) weight rises from 0 over 150 steps"),
     "late150": ({"train.{o}.px_start": 150, "train.{o}.px_ramp": 50}, "classifier only for 150 steps, then p(x) up to px_until"),
     "late100": ({"train.{o}.px_start": 100, "train.{o}.px_ramp": 50}, "classifier only for 100 steps, then p(x) up to px_until"),
+    "start60": ({"train.{o}.px_start": 60}, "classifier only for the first 60 steps (the warm-up and 10 more), then p(x) up to px_until"),
     "until1": ({"train.{o}.px_until": 1.0}, "p(x) term to the last step (the papers; the default before f010db0)"),
     "until0.8": ({"train.{o}.px_until": 0.8}, "p(x) term off for the last 20 % of the steps (the classifier alone)"),
     "until0.67": ({"train.{o}.px_until": 2 / 3}, "p(x) term off for the last third of the steps"),
