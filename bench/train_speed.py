@@ -39,7 +39,9 @@ def random_dataset(name: str, n: int = 1024) -> DatasetArrays:
 def bench_params(path: str, *, depth: int, width: int, batch_size: int, sgld_steps: int,
                  chains: int | None = None) -> Params:
     """``path``'s params with the benchmark's network, batch and K (jem, hdge_jem), and ``chains`` SGLD
-    chains per step for every sampling objective (None: as many as labelled images, the JEM paper's)."""
+    chains per step for every sampling objective (None: as many as labelled images, the JEM paper's).
+    The p(x) term is on at full weight from the first step (``px_start``, ``px_ramp`` 0), so that the
+    timed steps are the sampling steps whatever the default's schedule."""
     raw = copy.deepcopy(load_raw(path))
     raw["model"].update(depth=depth, width=width)
     raw["train"]["common"].update(batch_size=batch_size)
@@ -48,6 +50,8 @@ def bench_params(path: str, *, depth: int, width: int, batch_size: int, sgld_ste
         raw["train"][o].update(sgld_steps=sgld_steps, sample_batch_size=chains)
     for o in ("jempp", "sada_jem"):
         raw["train"][o].update(sample_batch_size=chains)
+    for o in ("jem", "jempp", "sada_jem", "hdge_jem"):
+        raw["train"][o].update(px_start=0, px_ramp=0)
     return parse_params(raw)
 
 

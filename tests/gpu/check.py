@@ -60,6 +60,8 @@ def params(base: Path, steps: int) -> dict:
     p["objectives"], p["datasets"] = OBJECTIVES, ["shapes"]
     p["train"]["common"].update(steps=steps)
     p["pretrain"].update(steps=steps)
+    for o in ("jem", "jempp", "sada_jem", "hdge_jem"):  # the p(x) term from the first of these few steps
+        p["train"][o].update(px_start=0)
     return p
 
 
