@@ -67,9 +67,8 @@ def gradients(tr: Trainer, batch) -> tuple[torch.Tensor, torch.Tensor, float]:
         model.train()
         loss, _ = twin.loss(tr.net, batch)
         ce = F.cross_entropy(tr.net(batch.x_lab), batch.y)
-    zero = [torch.zeros_like(p) for p in params]
-    g_loss = [z if g is None else g for g, z in zip(torch.autograd.grad(loss, params, allow_unused=True), zero)]
-    g_ce = [z if g is None else g for g, z in zip(torch.autograd.grad(ce, params, allow_unused=True), zero)]
+    g_loss = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+    g_ce = torch.autograd.grad(ce, params, allow_unused=True, materialize_grads=True)
     with torch.no_grad():
         for k, v in model.named_buffers():
             v.copy_(buffers[k])
@@ -94,7 +93,7 @@ def run(raw: dict, objective: str, data, device: torch.device, every: int) -> tu
         measure = step % every == 0
         if measure:
             g_ce, g_rest, ce = gradients(tr, batch)
-            before = flat(p.detach() for p in tr.model.parameters()).clone()
+            before = flat(p.detach() for p in tr.model.parameters())  # a new tensor (cat)
         loss, logs = train_step(tr.net, tr.objective, tr.opt, batch)
         reason = divergence(float(loss), {k: float(v) for k, v in logs.items()}, c)
         if reason is not None:

@@ -23,8 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ebm.config import Params, load_raw, parse_params  # noqa: E402
 from ebm.data import DatasetArrays  # noqa: E402
+from ebm.objectives import REGISTRY  # noqa: E402
 from ebm.provenance import device_name, pick_device  # noqa: E402
 from ebm.train import Trainer, autocast, train_step  # noqa: E402
+
+SAMPLING = tuple(o for o, cls in REGISTRY.items() if cls.trains_sampler)  # sections with chains and a p(x) schedule
 
 
 def random_dataset(name: str, n: int = 1024) -> DatasetArrays:
@@ -46,12 +49,10 @@ def bench_params(path: str, *, depth: int, width: int, batch_size: int, sgld_ste
     raw["model"].update(depth=depth, width=width)
     raw["train"]["common"].update(batch_size=batch_size)
     chains = batch_size if chains is None else chains
+    for o in SAMPLING:
+        raw["train"][o].update(sample_batch_size=chains, px_start=0, px_ramp=0)
     for o in ("jem", "hdge_jem"):
-        raw["train"][o].update(sgld_steps=sgld_steps, sample_batch_size=chains)
-    for o in ("jempp", "sada_jem"):
-        raw["train"][o].update(sample_batch_size=chains)
-    for o in ("jem", "jempp", "sada_jem", "hdge_jem"):
-        raw["train"][o].update(px_start=0, px_ramp=0)
+        raw["train"][o].update(sgld_steps=sgld_steps)
     return parse_params(raw)
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ebm.objectives import REGISTRY
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -18,11 +20,10 @@ def tiny_params_dict() -> dict:
     p["data"]["shapes"].update(n_train=200, n_test=100, n_ood=50)
     p["model"].update(depth=10, width=1)
     p["train"]["common"].update(steps=6, batch_size=16, warmup_steps=2)
-    p["train"]["jem"].update(sgld_steps=2, buffer_size=64, sample_batch_size=8, px_start=0)  # p(x) from step 0 of 6
-    p["train"]["jempp"].update(sgld_steps=2, buffer_size=64, sample_batch_size=8, px_start=0)
-    p["train"]["sada_jem"].update(sgld_steps=2, buffer_size=64, sample_batch_size=8, px_start=0)
+    for o in (o for o, cls in REGISTRY.items() if cls.trains_sampler):  # p(x) from step 0 of 6
+        p["train"][o].update(sgld_steps=2, buffer_size=64, sample_batch_size=8, px_start=0)
     p["train"]["hdge"].update(queue_size=32)
-    p["train"]["hdge_jem"].update(queue_size=32, sgld_steps=2, buffer_size=64, sample_batch_size=8, px_start=0)
+    p["train"]["hdge_jem"].update(queue_size=32)
     p["pretrain"].update(steps=3, batch_size=16, warmup_steps=1, dim=16, heads=2, probe_steps=5,
                          eval_batch_size=64, severities=[1])
     p["generate"].update(n_samples=8, n_per_class=1, sgld_steps=2, batch_size=8)

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from ebm.artifacts import read_metrics  # noqa: E402
+from ebm.objectives import REGISTRY  # noqa: E402
 from pipeline.stages import ORDER, STAGES, expand, fill, item_cmd  # noqa: E402
 
 OBJECTIVES = ["softmax", "jem", "jempp", "sada_jem", "hdge", "hdge_jem"]
@@ -60,7 +61,7 @@ def params(base: Path, steps: int) -> dict:
     p["objectives"], p["datasets"] = OBJECTIVES, ["shapes"]
     p["train"]["common"].update(steps=steps)
     p["pretrain"].update(steps=steps)
-    for o in ("jem", "jempp", "sada_jem", "hdge_jem"):  # the p(x) term from the first of these few steps
+    for o in (o for o, cls in REGISTRY.items() if cls.trains_sampler):  # the p(x) term from the first of these few steps
         p["train"][o].update(px_start=0)
     return p
 
