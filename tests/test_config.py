@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from ebm.config import ParamsError, load_params, params_hash, parse_params
+from ebm.config import ParamsError, load_params, load_raw, params_hash, parse_params
 from tests.conftest import REPO, tiny_params_dict, write_params
 
 
@@ -63,7 +63,7 @@ def test_semantic_checks():
         parse_params(p)
     p = tiny_params_dict()
     p["train"]["hdge_jem"]["px_ramp"] = -1
-    with pytest.raises(ParamsError, match=r"train\.hdge_jem\.px_start: px_start and px_ramp must be >= 0"):
+    with pytest.raises(ParamsError, match=r"train\.hdge_jem\.px_ramp: must be in \[0, 1\]"):
         parse_params(p)
     p = tiny_params_dict()
     p["train"]["jem"]["px_until"] = 0
@@ -71,8 +71,38 @@ def test_semantic_checks():
         parse_params(p)
     p = tiny_params_dict()
     p["train"]["common"]["steps"] = 10
-    p["train"]["jempp"].update(px_start=5, px_until=0.5)
-    with pytest.raises(ParamsError, match=r"train\.jempp\.px_until: the p\(x\) term would end \(step 5\) before it starts"):
+    p["train"]["jempp"].update(px_start=0.5, px_until=0.5)
+    with pytest.raises(ParamsError, match=r"train\.jempp\.px_until: the p\(x\) term would end \(step 5\) before it "
+                                          r"starts \(step 5, px_start 0\.5 of 10 steps\)"):
+        parse_params(p)
+
+
+def test_px_schedule_is_a_fraction_of_the_steps():
+    """px_start, px_ramp and px_until are fractions of train.common.steps: params.yaml's schedule validates
+    at any budget and starts the term at the same share of it; a step count where a fraction belongs (the
+    meaning px_start had before) is named with an example."""
+    from ebm.objectives import build_objective
+
+    p = load_raw(REPO / "params.yaml")
+    for steps in (1, 2, 10, 90, 300, 1000):
+        p["train"]["common"]["steps"] = steps
+        params = parse_params(p)
+        for name in ("jem", "jempp", "sada_jem", "hdge_jem"):
+            cfg = getattr(params.train, name)
+            on, ramp, off = cfg.px_steps(steps)
+            assert (on, ramp, off) == (round(cfg.px_start * steps), round(cfg.px_ramp * steps),
+                                       round(cfg.px_until * steps)) and on < off <= steps
+    p["train"]["common"]["steps"] = 300
+    jem = build_objective("jem", parse_params(p), n_classes=10)
+    scales = []
+    for step in range(300):
+        jem.set_step(step)
+        scales.append(jem.px_scale)
+    first = scales.index(1.0)
+    assert first == round(p["train"]["jem"]["px_start"] * 300) and set(scales[:first]) == {0.0}
+    p["train"]["jem"]["px_start"] = 60
+    with pytest.raises(ParamsError, match=r"train\.jem\.px_start: must be in \[0, 1\) \(a fraction of "
+                                          r"train\.common\.steps, not a step: e\.g\. 0\.2 = step 60 of 300\)"):
         parse_params(p)
 
 

@@ -252,9 +252,9 @@ def _px_schedule(data, name: str, **cfg) -> tuple[list[float], list[bool]]:
 
 @pytest.mark.parametrize("name", ["jem", "sada_jem", "hdge_jem"])
 def test_px_schedule_starts_the_likelihood_term_late_and_ramps_it(data, name):
-    """px_start 2, px_ramp 2: steps 0-1 sample nothing (no e_sample logged), then the p(x) weight is 1/2 of
-    px_weight at step 2 and the full weight from step 3 on."""
-    scales, sampled = _px_schedule(data, name, px_start=2, px_ramp=2, px_until=1.0)
+    """px_start 0.5 and px_ramp 0.5 of 4 steps: steps 0-1 sample nothing (no e_sample logged), then the p(x)
+    weight is 1/2 of px_weight at step 2 and the full weight from step 3 on."""
+    scales, sampled = _px_schedule(data, name, px_start=0.5, px_ramp=0.5, px_until=1.0)
     assert scales == [0.0, 0.0, 0.5, 1.0]
     assert sampled == [False, False, True, True]
 

@@ -69,11 +69,14 @@ def _check_semantics(p: Params) -> None:
         need(j.px_weight >= 0 and getattr(j, "pxy_weight", 0) >= 0, f"train.{name}.px_weight",
              "px_weight and pxy_weight must be >= 0 (0 = the term is off)")
         need(0.0 <= j.reinit_freq <= 1.0, f"train.{name}.reinit_freq", "must be in [0, 1]")
-        need(j.px_start >= 0 and j.px_ramp >= 0, f"train.{name}.px_start", "px_start and px_ramp must be >= 0")
+        eg = f"a fraction of train.common.steps, not a step: e.g. 0.2 = step {round(0.2 * c.steps)} of {c.steps}"
+        need(0 <= j.px_start < 1, f"train.{name}.px_start", f"must be in [0, 1) ({eg})")
+        need(0 <= j.px_ramp <= 1, f"train.{name}.px_ramp", f"must be in [0, 1] ({eg})")
         need(0 < j.px_until <= 1, f"train.{name}.px_until", "must be in (0, 1] (1 = the p(x) term stays on to the end)")
-        off = j.px_off_at(c.steps)
-        need(j.px_start < off, f"train.{name}.px_until",
-             f"the p(x) term would end (step {off}) before it starts (px_start {j.px_start})")
+        on, _, off = j.px_steps(c.steps)
+        need(on < off, f"train.{name}.px_until",
+             f"the p(x) term would end (step {off}) before it starts (step {on}, px_start {j.px_start:g} "
+             f"of {c.steps} steps)")
         need(j.buffer_size >= j.sample_batch_size > 0, f"train.{name}.buffer_size",
              "must be >= sample_batch_size > 0")
     need(p.train.sada_jem.rho >= 0, "train.sada_jem.rho", "must be >= 0")

@@ -35,14 +35,16 @@ class SoftmaxConfig:
 
 @dataclass(frozen=True)
 class PxSchedule:
-    """When the p(x) term of a JEM-family objective is on (ebm/objectives/jem.py); its sections' first keys."""
-    px_start: int  # training step at which the p(x) term starts (0 = from the first step, the papers)
-    px_ramp: int  # steps over which its weight then rises linearly to px_weight (0 = at once)
-    px_until: float  # fraction of train.common.steps after which the term is off again (1 = to the end, the papers)
+    """When the p(x) term of a JEM-family objective is on (ebm/objectives/jem.py); its sections' first keys.
+    All three are fractions of ``train.common.steps``, so a schedule means the same at any budget."""
+    px_start: float  # fraction of the steps before the p(x) term starts (0 = from the first step, the papers)
+    px_ramp: float  # fraction of the steps over which its weight then rises linearly to px_weight (0 = at once)
+    px_until: float  # fraction of the steps after which the term is off again (1 = to the end, the papers)
 
-    def px_off_at(self, steps: int) -> int:
-        """The first step without the p(x) term, of a run of ``steps`` (``steps`` when px_until is 1)."""
-        return round(self.px_until * steps)
+    def px_steps(self, steps: int) -> tuple[int, int, int]:
+        """(first step with the p(x) term, steps its ramp lasts, first step without it again) in a run of
+        ``steps``: each fraction times ``steps``, rounded (px_until 1 gives ``steps``)."""
+        return round(self.px_start * steps), round(self.px_ramp * steps), round(self.px_until * steps)
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ x+ and (x_lab, y) are two independent batches; the samples are detached (no grad
 The p(x|y) chains x~_i | y_i run SGLD on f(x)[y_i] for the labelled batch's own labels y_i, each drawn
 from its class's partition of the replay buffer, as in the JEM code.
 ``energy_l2`` is the small energy-magnitude penalty suggested for stability (0 = the paper).
-``px_start`` / ``px_ramp`` / ``px_until`` schedule the p(x) branch (its term and penalty): off before step
-``px_start`` (nothing is sampled, so those steps cost what a classifier step costs), then its weight rises
-linearly to ``px_weight`` over ``px_ramp`` steps (both 0 = the paper: the full weight from the first step),
-and it is off again from step ``round(px_until · steps)`` to the end (1 = the paper: on to the end).
+``px_start`` / ``px_ramp`` / ``px_until`` schedule the p(x) branch (its term and penalty), each a fraction of
+the run's ``steps``: off before step ``round(px_start · steps)`` (nothing is sampled, so those steps cost what
+a classifier step costs), then its weight rises linearly to ``px_weight`` over ``round(px_ramp · steps)``
+steps (both 0 = the paper: the full weight from the first step), and it is off again from step
+``round(px_until · steps)`` to the end (1 = the paper: on to the end).
 """
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ class JEM(Objective):
         self.sample_in_train_mode = getattr(cfg, "sample_mode", "eval") == "train"
         self.gaussians: ClassGaussians | None = None
         self.buffer: ReplayBuffer | None = None
-        self.px_off_at = cfg.px_off_at(common.steps)  # first step without the p(x) branch
+        # first step with the p(x) branch, steps of its ramp, first step without it again
+        self.px_on_at, self.px_ramp_steps, self.px_off_at = cfg.px_steps(common.steps)
         self.set_step(0)  # sets px_scale, the p(x) schedule's factor at the current step
         if not self.generative:
             return
@@ -79,12 +81,12 @@ class JEM(Objective):
         return getattr(self.cfg, "pxy_weight", 0.0)
 
     def set_step(self, step: int) -> None:
-        c = self.cfg
         self.step = step
-        if step < c.px_start or step >= self.px_off_at:
+        if step < self.px_on_at or step >= self.px_off_at:
             self.px_scale = 0.0
         else:
-            self.px_scale = min(1.0, (step - c.px_start + 1) / c.px_ramp) if c.px_ramp > 0 else 1.0
+            ramp = self.px_ramp_steps
+            self.px_scale = min(1.0, (step - self.px_on_at + 1) / ramp) if ramp > 0 else 1.0
 
     @property
     def px_active(self) -> bool:
