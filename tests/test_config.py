@@ -252,3 +252,14 @@ def test_a_stage_reads_its_named_run_and_hashes_its_entry(tmp_path):
         stage_params(str(params), "train", run="wide", objective="jem", dataset="shapes")
     with pytest.raises(ParamsError, match="no named run 'narrow'"):
         stage_params(str(params), "evaluate", run="narrow")
+
+
+@pytest.mark.parametrize("name,key,value", [*((o, "sgld_steps", 0) for o in ("jem", "jempp", "sada_jem", "hdge_jem")),
+                                            *((o, "temperature", 0) for o in ("hdge", "hdge_jem"))])
+def test_each_sampler_and_contrastive_section_is_checked(name, key, value):
+    """The cross-field checks find the sampling sections (those with a p(x) schedule) and the contrastive ones
+    (those with a queue) by their fields, not by a list of names: each of them is checked."""
+    p = tiny_params_dict()
+    p["train"][name][key] = value
+    with pytest.raises(ParamsError, match=rf"train\.{name}\.{key}: must be > 0"):
+        parse_params(p)

@@ -6,6 +6,7 @@ then reads only the sections it declares (see ``pipeline/stages.py``) and hashes
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 from ebm.config.convert import build
 from ebm.config.runs import run_raw
 from ebm.config.schema import CORRUPTIONS, DATASETS, LOCAL_OOD, OBJECTIVES, OOD_SETS, Params, PretrainConfig
+from ebm.config.train_schema import PxSchedule
 from ebm.errors import ParamsError
 
 
@@ -63,8 +65,10 @@ def _check_semantics(p: Params) -> None:
         need(name in DATASETS, f"train.augment.{name}", f"unknown dataset (known: {list(DATASETS)})")
     for i, d in enumerate(p.datasets):
         need(d in p.train.augment, f"datasets[{i}]", f"{d!r} has no section train.augment.{d}")
-    for name in ("jem", "jempp", "sada_jem", "hdge_jem"):
-        j = getattr(p.train, name)
+    sections = {f.name: getattr(p.train, f.name) for f in dataclasses.fields(p.train)}
+    for name, j in sections.items():
+        if not isinstance(j, PxSchedule):  # the sampling objectives' sections (jem, jempp, sada_jem, hdge_jem)
+            continue
         need(j.sgld_steps > 0, f"train.{name}.sgld_steps", "must be > 0")
         need(j.px_weight >= 0 and getattr(j, "pxy_weight", 0) >= 0, f"train.{name}.px_weight",
              "px_weight and pxy_weight must be >= 0 (0 = the term is off)")
@@ -82,8 +86,9 @@ def _check_semantics(p: Params) -> None:
     need(p.train.sada_jem.rho >= 0, "train.sada_jem.rho", "must be >= 0")
     need(p.train.sada_jem.pxy_weight == 0, "train.sada_jem.pxy_weight",
          "the p(x|y) term is not implemented with SAM's second pass; must be 0")
-    for name in ("hdge", "hdge_jem"):
-        h = getattr(p.train, name)
+    for name, h in sections.items():
+        if not hasattr(h, "queue_size"):  # HDGE's contrastive term (hdge, hdge_jem)
+            continue
         need(h.temperature > 0, f"train.{name}.temperature", "must be > 0")
         need(h.queue_size > 0, f"train.{name}.queue_size", "must be > 0")
     _check_pretrain(p.pretrain, need)
