@@ -63,7 +63,7 @@ def test_semantic_checks():
         parse_params(p)
     p = tiny_params_dict()
     p["train"]["hdge_jem"]["px_ramp"] = -1
-    with pytest.raises(ParamsError, match=r"train\.hdge_jem\.px_ramp: must be in \[0, 1\]"):
+    with pytest.raises(ParamsError, match=r"train\.hdge_jem\.px_ramp: must be in \[0, 1\)"):
         parse_params(p)
     p = tiny_params_dict()
     p["train"]["jem"]["px_until"] = 0

@@ -74,8 +74,8 @@ def _check_semantics(p: Params) -> None:
              "px_weight and pxy_weight must be >= 0 (0 = the term is off)")
         need(0.0 <= j.reinit_freq <= 1.0, f"train.{name}.reinit_freq", "must be in [0, 1]")
         eg = f"a fraction of train.common.steps, not a step: e.g. 0.2 = step {round(0.2 * c.steps)} of {c.steps}"
-        need(0 <= j.px_start < 1, f"train.{name}.px_start", f"must be in [0, 1) ({eg})")
-        need(0 <= j.px_ramp <= 1, f"train.{name}.px_ramp", f"must be in [0, 1] ({eg})")
+        for key in ("px_start", "px_ramp"):  # < 1: a step count (what both were before) does not pass
+            need(0 <= getattr(j, key) < 1, f"train.{name}.{key}", f"must be in [0, 1) ({eg})")
         need(0 < j.px_until <= 1, f"train.{name}.px_until", "must be in (0, 1] (1 = the p(x) term stays on to the end)")
         on, _, off = j.px_steps(c.steps)
         need(on < off, f"train.{name}.px_until",
