@@ -99,20 +99,50 @@ def gen_scores(objective: str) -> list[str]:
     return ["logpx", "pxgrad"] if REGISTRY[objective].trains_sampler else ["logpx", "maxprob", "pxgrad"]
 
 
+def diverged_row(seconds: float, retries: int, why: str) -> dict:
+    """The row of a run that diverged: a row of its own, the candidate is unstable at this budget."""
+    return {"accuracy": float("nan"), "ece": float("nan"), "ood": {}, "seconds": seconds, "retries": retries,
+            "diverged": why}
+
+
+def scored_row(model, data, params, device, seconds: float, retries: int) -> dict:
+    """The row of a trained model: the evaluate stage's accuracy, ECE, NLL and OOD AUROC, and mean confidence."""
+    metrics, _, scores = evaluate(model, data, params.evaluate, device, progress=False)
+    return {"accuracy": 100 * metrics["accuracy"], "ece": 100 * metrics["ece"], "ood": metrics["ood_auroc"],
+            "confidence": 100 * float(scores["test/maxprob"].mean()), "nll": metrics["nll"],
+            "seconds": seconds, "retries": retries}
+
+
 def run_one(raw: dict, objective: str, data, device) -> dict:
     raw["objectives"], raw["datasets"], raw["runs"] = [objective], [data.name], {}
     params = parse_params(raw)
     t0 = time.perf_counter()
     try:
         result = train(params, objective, data, device, progress=False)
-    except DivergenceError as e:  # a row of its own: the candidate is unstable at this budget
-        return {"accuracy": float("nan"), "ece": float("nan"), "ood": {}, "seconds": time.perf_counter() - t0,
-                "retries": params.train.common.max_retries, "diverged": str(e)}
-    seconds = time.perf_counter() - t0
-    metrics, _, scores = evaluate(result.model, data, params.evaluate, device, progress=False)
-    return {"accuracy": 100 * metrics["accuracy"], "ece": 100 * metrics["ece"], "ood": metrics["ood_auroc"],
-            "confidence": 100 * float(scores["test/maxprob"].mean()), "nll": metrics["nll"],
-            "seconds": seconds, "retries": result.retries}
+    except DivergenceError as e:
+        return diverged_row(time.perf_counter() - t0, params.train.common.max_retries, str(e))
+    return scored_row(result.model, data, params, device, time.perf_counter() - t0, result.retries)
+
+
+def load_rows(out: Path) -> tuple[list[dict], set[tuple]]:
+    """The rows already in ``out`` (JSON lines), and their identities (dataset, objective, candidate, set)."""
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+    return rows, {(r["dataset"], r["objective"], r["candidate"], r.get("set", "")) for r in rows}
+
+
+def record(rows: list[dict], out: Path, r: dict) -> None:
+    """Report row ``r`` on stderr, keep it, and append it to ``out`` (so an interrupted run resumes)."""
+    print(f"{r['dataset']} {r['objective']} {r['candidate']}: acc {r['accuracy']:.1f} ece {r['ece']:.2f} "
+          f"{r['seconds']:.0f} s", file=sys.stderr, flush=True)
+    rows.append(r)
+    with out.open("a") as f:
+        f.write(json.dumps(r) + "\n")
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"# {platform.node() or 'host'}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}")
+    print(table(rows))
 
 
 def table(rows: list[dict]) -> str:
@@ -148,8 +178,7 @@ def main() -> None:
     shared = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     tag = " ".join(args.set)
     out = Path(args.out)
-    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
-    done = {(r["dataset"], r["objective"], r["candidate"], r.get("set", "")) for r in rows}
+    rows, done = load_rows(out)
     for folder in args.data:
         data = load_dataset(folder)
         for cand in args.candidates:
@@ -165,15 +194,8 @@ def main() -> None:
                 except ParamsError as e:  # e.g. pxy_weight > 0 for sada_jem, whose params reject it
                     print(f"skip {obj} {cand}: {e}", file=sys.stderr)
                     continue
-                r = {"dataset": data.name, "objective": obj, "candidate": cand, "set": tag, **result}
-                print(f"{data.name} {obj} {cand}: acc {r['accuracy']:.1f} ece {r['ece']:.2f} "
-                      f"{r['seconds']:.0f} s", file=sys.stderr, flush=True)
-                rows.append(r)
-                with out.open("a") as f:
-                    f.write(json.dumps(r) + "\n")
-    print(f"# {platform.node() or 'host'}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}")
-    print(table(rows))
+                record(rows, out, {"dataset": data.name, "objective": obj, "candidate": cand, "set": tag, **result})
+    print_table(rows)
 
 
 if __name__ == "__main__":

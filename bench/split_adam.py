@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,10 +38,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ablate_default import apply, table  # noqa: E402
+from bench.ablate_default import apply, diverged_row, load_rows, print_table, record, scored_row  # noqa: E402
 from ebm.config import load_raw, parse_params  # noqa: E402
 from ebm.data import load_dataset  # noqa: E402
-from ebm.eval.run import evaluate  # noqa: E402
 from ebm.objectives import REGISTRY  # noqa: E402
 from ebm.provenance import pick_device  # noqa: E402
 from ebm.sam import SAM  # noqa: E402
@@ -108,14 +105,9 @@ def run_one(raw: dict, objective: str, data, device: torch.device, share: float)
     params = parse_params(raw)
     t0 = time.perf_counter()
     model, diverged = train_split(params, objective, data, device, share)
-    seconds = time.perf_counter() - t0
     if diverged:
-        return {"accuracy": float("nan"), "ece": float("nan"), "ood": {}, "seconds": seconds, "retries": 0,
-                "diverged": diverged}
-    metrics, _, scores = evaluate(model, data, params.evaluate, device, progress=False)
-    return {"accuracy": 100 * metrics["accuracy"], "ece": 100 * metrics["ece"], "ood": metrics["ood_auroc"],
-            "confidence": 100 * float(scores["test/maxprob"].mean()), "nll": metrics["nll"],
-            "seconds": seconds, "retries": 0}
+        return diverged_row(time.perf_counter() - t0, 0, diverged)
+    return scored_row(model, data, params, device, time.perf_counter() - t0, 0)
 
 
 def main() -> None:
@@ -137,24 +129,16 @@ def main() -> None:
     shared = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     tag = " ".join(args.set)
     out = Path(args.out)
-    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
-    done = {(r["dataset"], r["objective"], r["candidate"], r.get("set", "")) for r in rows}
+    rows, done = load_rows(out)
     for share in args.share:
         cand = f"split{share:g}"
         for obj in args.objectives:
             if (data.name, obj, cand, tag) in done:
                 continue
             raw = apply(load_raw(args.params), shared, obj, strict=False)
-            r = {"dataset": data.name, "objective": obj, "candidate": cand, "set": tag,
-                 **run_one(raw, obj, data, device, share)}
-            print(f"{data.name} {obj} {cand}: acc {r['accuracy']:.1f} ece {r['ece']:.2f} {r['seconds']:.0f} s",
-                  file=sys.stderr, flush=True)
-            rows.append(r)
-            with out.open("a") as f:
-                f.write(json.dumps(r) + "\n")
-    print(f"# {platform.node() or 'host'}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}")
-    print(table(rows))
+            record(rows, out, {"dataset": data.name, "objective": obj, "candidate": cand, "set": tag,
+                               **run_one(raw, obj, data, device, share)})
+    print_table(rows)
 
 
 if __name__ == "__main__":
