@@ -8,8 +8,8 @@ Each objective trains as the train stage trains it (``params.yaml`` with the ``-
 learning-rate schedule; no roll-back: a divergence ends that objective's rows). Every ``--every`` steps,
 on that step's own batch:
 
-- g_ce = ∇θ CE(f(x_lab), y), the plain cross-entropy of the labelled batch;
-- g_rest = ∇θ (L − CE): everything else in the objective's loss at this step (the scheduled p(x) term and
+- g_ce = ∇θ w·CE(f(x_lab), y), the objective's cross-entropy term (w: HDGE's ``ce_weight``, else 1);
+- g_rest = ∇θ (L − w·CE): everything else in the objective's loss at this step (the scheduled p(x) term and
   its ``energy_l2`` penalty, HDGE's contrastive term, a p(x|y) term), with samples drawn as the step draws
   them. It is computed on a copy of the objective's state (replay buffer, HDGE's queue) under a forked RNG,
   so the run's own trajectory is the plain run's (the step then draws its own samples, as in training);
@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -65,15 +64,14 @@ def gradients(tr: Trainer, batch) -> tuple[torch.Tensor, torch.Tensor, float]:
     with torch.random.fork_rng(devices=cuda):
         twin = copy.deepcopy(tr.objective)  # its buffer and queue advance; the run's do not
         model.train()
-        loss, _ = twin.loss(tr.net, batch)
-        ce = F.cross_entropy(tr.net(batch.x_lab), batch.y)
-    g_loss = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
-    g_ce = torch.autograd.grad(ce, params, allow_unused=True, materialize_grads=True)
+        ce, rest, logs = twin.terms(tr.net, batch)
+    g_ce = flat(torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True, materialize_grads=True))
+    g_rest = (torch.zeros_like(g_ce) if rest is None else
+              flat(torch.autograd.grad(rest, params, allow_unused=True, materialize_grads=True)))
     with torch.no_grad():
         for k, v in model.named_buffers():
             v.copy_(buffers[k])
-    g_ce_flat = flat(g_ce)
-    return g_ce_flat, flat(g_loss) - g_ce_flat, float(ce.detach())
+    return g_ce, g_rest, float(logs["ce"])
 
 
 def run(raw: dict, objective: str, data, device: torch.device, every: int) -> tuple[list[dict], str, torch.nn.Module]:

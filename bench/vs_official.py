@@ -43,7 +43,7 @@ def official_config(raw: dict, *, depth: int, width: int, sgld_steps: int) -> di
     raw["train"]["common"].update(batch_size=64, data_noise=0.03, optimizer="adam", weight_decay=0.0)
     raw["train"]["jem"].update(px_weight=1.0, pxy_weight=0.0, sgld_steps=sgld_steps, sgld_lr=1.0, sgld_std=0.01,
                                buffer_size=10000, reinit_freq=0.05, sample_batch_size=64, energy_l2=0.0,
-                               px_start=0, px_ramp=0, px_until=1.0, init="uniform")
+                               px_start=0, px_ramp=0, px_until=1.0, init="uniform", split_optimizer=0.0)
     return raw
 
 

@@ -194,6 +194,17 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(x))
 
 
+@torch.no_grad()
+def all_reduce_mean(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor's mean over the ranks, in one all-reduce (as DDP averages gradients); one process: as they are."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return tensors
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
 def reduce_step(flag: bool, values: dict[str, float]) -> tuple[bool, dict[str, float]]:
     """One all-reduce per step: whether any rank flagged divergence, and each value's mean over ranks."""
     if not dist.is_initialized() or dist.get_world_size() == 1:

@@ -7,6 +7,7 @@ cross-entropy and a second batch for the maximum-likelihood branch. Both are aug
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -22,7 +23,8 @@ from ebm.augment import add_noise, augment, to_tensor
 from ebm.checkpoint import ResumeStore
 from ebm.config import Params, TrainCommon
 from ebm.data import DatasetArrays
-from ebm.distributed import World, per_rank_params, rank_seed, reduce_step, shard, unwrap, wrap
+from ebm.distributed import (World, all_reduce_mean, no_sync, per_rank_params, rank_seed, reduce_step, shard,
+                             unwrap, wrap)
 from ebm.errors import DivergenceError
 from ebm.models import build_model
 from ebm.objectives import Batch, Objective, build_objective
@@ -63,6 +65,51 @@ def make_optimizer(model: nn.Module, c: TrainCommon) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
 
 
+class SplitOptimizer:
+    """Two optimizer states over the same weights: ``ce`` steps with the cross-entropy's gradient (in each
+    parameter's ``.grad``), ``rest`` with the rest of the loss's (:attr:`rest_grads`, set before each step) at
+    ``share`` × ``ce``'s learning rate. With Adam each term's step then has its own per-coordinate scale, so
+    a noisy p(x) gradient no longer shrinks the cross-entropy's step. Weight decay is applied once, in
+    ``ce``. The train loop sets the learning rate through :attr:`param_groups` (``ce``'s); SAM may wrap it."""
+
+    def __init__(self, model: nn.Module, c: TrainCommon, share: float):
+        self.ce = make_optimizer(model, c)
+        self.rest = make_optimizer(model, dataclasses.replace(c, weight_decay=0.0))
+        self.share = share
+        self.rest_grads: list[torch.Tensor] | None = None  # None: no rest term this step, ``rest`` does not step
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.ce.param_groups
+
+    def params(self) -> list[torch.Tensor]:
+        return [p for g in self.ce.param_groups for p in g["params"] if p.requires_grad]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.ce.zero_grad(set_to_none=set_to_none)
+        self.rest_grads = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.ce.step()
+        if self.rest_grads is None:
+            return
+        for g_rest, g_ce in zip(self.rest.param_groups, self.ce.param_groups):
+            g_rest["lr"] = g_ce["lr"] * self.share
+        for p, g in zip(self.params(), self.rest_grads):
+            p.grad = g
+        self.rest.step()
+        self.rest_grads = None
+
+    def state_dict(self) -> dict:
+        return {"ce": self.ce.state_dict(), "rest": self.rest.state_dict(), "share": self.share}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ce.load_state_dict(state["ce"])
+        self.rest.load_state_dict(state["rest"])
+        self.share = float(state["share"])
+
+
 def autocast(device: torch.device, bf16: bool) -> Callable[[], contextlib.AbstractContextManager]:
     """The ``amp`` argument of :func:`train_step`: bf16 autocast on ``device``, or nothing."""
     if not bf16:
@@ -75,6 +122,8 @@ def train_step(model: nn.Module, objective: Objective, opt: torch.optim.Optimize
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimizer step; returns the loss and the objective's scalars (still on the device).
     ``amp`` wraps the forward passes (e.g. bf16 autocast); backward runs outside it."""
+    if isinstance(getattr(opt, "base", opt), SplitOptimizer):
+        return split_step(model, objective, opt, batch, amp)
     model.train()
     with amp():
         loss, logs = objective.loss(model, batch)
@@ -90,6 +139,46 @@ def train_step(model: nn.Module, objective: Objective, opt: torch.optim.Optimize
     else:
         opt.step()
     return loss.detach(), logs
+
+
+def split_step(model: nn.Module, objective: Objective, opt: SplitOptimizer | SAM, batch: Batch,
+               amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`train_step` with a :class:`SplitOptimizer` (in SAM or not): the cross-entropy's and the rest's
+    gradients are taken apart (two ``autograd.grad`` calls) and each steps its own optimizer state. Under
+    SAM, ε(w) comes from the whole gradient, as in :func:`train_step`, and both parts are taken again at
+    w + ε. With several processes the forward passes run in DDP's ``no_sync`` and the two gradients are
+    averaged over the ranks here (``autograd.grad`` does not reach DDP's reducer)."""
+    split = getattr(opt, "base", opt)
+    params = split.params()
+    model.train()
+    with no_sync(model), amp():
+        ce, rest, logs = objective.terms(model, batch)
+    loss = ce if rest is None else ce + rest
+    g_ce, g_rest = _split_grads(ce, rest, params)
+    if isinstance(opt, SAM):
+        whole = g_ce if g_rest is None else [g + r for g, r in zip(g_ce, g_rest)]
+        for p, g in zip(params, whole):
+            p.grad = g
+        opt.first_step()
+        with frozen_bn_stats(model), no_sync(model), amp():
+            ce2, rest2 = objective.perturbed_terms(model, batch)
+        g_ce, g_rest = _split_grads(ce2, rest2, params)
+    for p, g in zip(params, g_ce):
+        p.grad = g
+    split.rest_grads = g_rest
+    opt.second_step() if isinstance(opt, SAM) else opt.step()
+    return loss.detach(), {"loss": loss.detach(), **logs}
+
+
+def _split_grads(ce: torch.Tensor, rest: torch.Tensor | None, params: list[torch.Tensor]
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    """∇ of ``ce`` and of ``rest`` (None when there is no rest) over ``params``, each averaged over the ranks."""
+    g_ce = torch.autograd.grad(ce, params, retain_graph=rest is not None, allow_unused=True, materialize_grads=True)
+    g_rest = None
+    if rest is not None:
+        g_rest = all_reduce_mean(list(torch.autograd.grad(rest, params, allow_unused=True, materialize_grads=True)))
+    return all_reduce_mean(list(g_ce)), g_rest
 
 
 @contextlib.contextmanager
@@ -152,7 +241,8 @@ class Trainer:
                                          n_classes=n_classes, data=(self.x_all, self.y_all)).to(device)
         self.net = wrap(self.model, world, device)  # DDP with several processes; forward passes go through it
         self.model = unwrap(self.net)  # the weights (SyncBatchNorm may have replaced modules)
-        self.opt = make_optimizer(self.model, c)
+        share = self.objective.split_share
+        self.opt = SplitOptimizer(self.model, c, share) if share > 0 else make_optimizer(self.model, c)
         if self.objective.uses_sam:
             self.opt = SAM(self.opt, **self.objective.sam)
         self.lab = BatchStream(len(self.y_all), c.batch_size, self.gen)

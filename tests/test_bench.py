@@ -142,33 +142,3 @@ def test_grad_balance_prints_each_table_with_a_row_per_objective(tmp_path):
     ratio = _rows(tables[0])
     assert list(ratio) == ["softmax", "jem"] and ratio["softmax"][:2] == ["0.00", "0.00"], out  # CE is all of softmax's loss
     assert float(ratio["jem"][0]) > 0 and ratio["jem"][2] == "6 steps", out
-
-
-@pytest.mark.parametrize("objective", ["jem", "sada_jem"])
-def test_split_adam_gives_the_cross_entropy_the_train_stages_step(objective):
-    """bench/split_adam.py: with no p(x) term (px_weight 0; jem is then exactly softmax) the rest's gradient is
-    0 and its Adam never moves, so the run is the train stage's bit for bit: the lr schedule, the batches and,
-    for sada_jem, SAM's two passes. With the term on, the cross-entropy's Adam gets the cross-entropy's
-    gradient, not the whole loss's (share 0 is not the train stage's one-Adam run), and the rest's Adam moves
-    the weights (share 0.3 against 0)."""
-    import torch
-
-    from ebm.config import parse_params
-    from ebm.train import train
-    from tests.conftest import tiny_params_dict
-
-    split = _bench_module("split_adam").train_split
-    raw = tiny_params_dict()
-    raw.update(objectives=[objective], datasets=["shapes"], runs={})
-    raw["train"]["common"]["steps"] = 4
-    data, cpu = _tiny_data(), torch.device("cpu")
-    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
-    raw["train"][objective]["px_weight"] = 0.0
-    plain = flat(train(parse_params(raw), objective, data, cpu, progress=False).model)
-    assert torch.equal(flat(split(parse_params(raw), objective, data, cpu, share=1.0)[0]), plain)
-    raw["train"][objective]["px_weight"] = 0.3
-    runs = {share: split(parse_params(raw), objective, data, cpu, share=share) for share in (0.0, 0.3)}
-    assert all(diverged is None for _, diverged in runs.values())
-    w0, w3 = (flat(m) for m, _ in runs.values())
-    one_adam = flat(train(parse_params(raw), objective, data, cpu, progress=False).model)
-    assert torch.isfinite(w3).all() and not torch.equal(w3, w0) and not torch.equal(w0, one_adam)

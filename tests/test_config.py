@@ -254,12 +254,15 @@ def test_a_stage_reads_its_named_run_and_hashes_its_entry(tmp_path):
         stage_params(str(params), "evaluate", run="narrow")
 
 
-@pytest.mark.parametrize("name,key,value", [*((o, "sgld_steps", 0) for o in ("jem", "jempp", "sada_jem", "hdge_jem")),
-                                            *((o, "temperature", 0) for o in ("hdge", "hdge_jem"))])
-def test_each_sampler_and_contrastive_section_is_checked(name, key, value):
-    """The cross-field checks find the sampling sections (those with a p(x) schedule) and the contrastive ones
-    (those with a queue) by their fields, not by a list of names: each of them is checked."""
+@pytest.mark.parametrize("name,key,value,message", [
+    *((o, "sgld_steps", 0, "must be > 0") for o in ("jem", "jempp", "sada_jem", "hdge_jem")),
+    *((o, "temperature", 0, "must be > 0") for o in ("hdge", "hdge_jem")),
+    *((o, "split_optimizer", -0.1, "must be >= 0") for o in ("jem", "jempp", "sada_jem", "hdge", "hdge_jem"))])
+def test_each_sampler_contrastive_and_split_section_is_checked(name, key, value, message):
+    """The cross-field checks find the sampling sections (those with a p(x) schedule), the contrastive ones
+    (those with a queue) and those with a term besides the cross-entropy (``split_optimizer``) by their
+    fields, not by a list of names: each of them is checked."""
     p = tiny_params_dict()
     p["train"][name][key] = value
-    with pytest.raises(ParamsError, match=rf"train\.{name}\.{key}: must be > 0"):
+    with pytest.raises(ParamsError, match=rf"train\.{name}\.{key}: {message}"):
         parse_params(p)

@@ -111,6 +111,18 @@ def test_sam_ascent_uses_the_all_reduced_gradient(work):
     _one_vs_two_processes(work, "sada_jem", p)
 
 
+def test_split_optimizer_averages_both_gradients_over_the_ranks(work):
+    """split_optimizer (hdge: the contrast is the rest) takes its two gradients with autograd.grad, which DDP's
+    reducer does not see; they are averaged over the ranks by hand. 2 steps on 2 processes equal 1 process with
+    the global batch (without the average each rank steps on its own half of the batch, and this fails)."""
+    p = tiny_params_dict()
+    p["objectives"] = ["softmax", "hdge"]
+    p["train"]["common"].update(steps=2, optimizer="sgd", lr=0.05, data_noise=0.0, warmup_steps=0)
+    p["train"]["augment"]["shapes"] = {"crop": False, "flip": False}
+    p["train"]["hdge"].update(split_optimizer=0.5)
+    _one_vs_two_processes(work, "hdge", p)
+
+
 def _weights_at_init(p, n_classes):
     from ebm.config import parse_params
     from ebm.models import build_model

@@ -184,6 +184,42 @@ def test_sada_jem_takes_a_sam_step(data):
     assert any(not torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
 
 
+@pytest.mark.parametrize("name", ["jem", "hdge_jem", "sada_jem"])
+def test_split_optimizer_steps_each_term_with_its_own_state(data, name):
+    """split_optimizer s: one step's cross-entropy gradient goes to the CE's Adam alone and the rest's (p(x),
+    energy penalty, contrast) to the rest's Adam alone, at s × the lr. Adam's first moment after one step is
+    (1 - β1) × the gradient it got. The reference gradients come from a copy of the objective under a forked
+    RNG, so they see the samples the step draws (sada_jem: SAM's first pass, at w; its step uses w + ε)."""
+    import copy
+
+    from ebm.sam import SAM
+    from ebm.train import SplitOptimizer, Trainer, train_step
+
+    p = tiny_params_dict()
+    p["train"][name].update(split_optimizer=0.3, px_start=0.0)
+    tr = Trainer(parse_params(p), name, data, torch.device("cpu"))
+    split = tr.opt.base if isinstance(tr.opt, SAM) else tr.opt
+    assert isinstance(split, SplitOptimizer) and isinstance(tr.opt, SAM) == (name == "sada_jem")
+    for g in tr.opt.param_groups:
+        g["lr"] = 1e-3
+    tr.objective.set_step(0)
+    batch = tr.next_batch()
+    params = [q for q in tr.model.parameters()]
+    with torch.random.fork_rng():
+        ce, rest, _ = copy.deepcopy(tr.objective).terms(tr.model, batch)
+        g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True, materialize_grads=True)
+        g_rest = torch.autograd.grad(rest, params, allow_unused=True, materialize_grads=True)
+    train_step(tr.model, tr.objective, tr.opt, batch)
+    assert split.rest.param_groups[0]["lr"] == pytest.approx(0.3e-3) and split.ce.param_groups[0]["lr"] == 1e-3
+    assert any(g.abs().sum() > 0 for g in g_rest)
+    if name == "sada_jem":  # gradients at w + ε: not these; both states did step
+        assert all(len(o.state) == len(params) for o in (split.ce, split.rest))
+        return
+    for q, gc, gr in zip(params, g_ce, g_rest):
+        torch.testing.assert_close(split.ce.state[q]["exp_avg"], 0.1 * gc)
+        torch.testing.assert_close(split.rest.state[q]["exp_avg"], 0.1 * gr)
+
+
 def test_bf16_and_channels_last_flags_train(data, monkeypatch):
     """--bf16 really runs the training forward passes in bfloat16 (autocast), the weights stay float32."""
     import ebm.train as train_mod
@@ -216,11 +252,14 @@ def test_jem_optional_pxy_term_is_logged_and_trains(data):
 @pytest.mark.parametrize("name,reference", [("jem", "softmax"), ("jempp", "softmax"), ("hdge_jem", "hdge")])
 def test_px_weight_zero_trains_exactly_like_the_discriminative_objective(data, name, reference):
     """px_weight 0: no sampling, no energy penalty (energy_l2 stays 0.1 here), no random numbers drawn for
-    a buffer; after N steps the parameters are identical, bit for bit, to the discriminative run."""
+    a buffer; after N steps the parameters are identical, bit for bit, to the discriminative run. jem and
+    jempp keep ``split_optimizer`` 0.1: with no rest term, the split optimizer's CE state is the one optimizer."""
     p = tiny_params_dict()
     p["train"]["common"].update(steps=4)
     p["train"]["softmax"].update(label_smoothing=0.0)
-    p["train"][name].update(px_weight=0.0, energy_l2=0.1)
+    p["train"][name].update(px_weight=0.0, energy_l2=0.1, split_optimizer=0.1)
+    if "split_optimizer" in p["train"][reference]:  # hdge: a rest term (the contrast), so the same split
+        p["train"][reference]["split_optimizer"] = 0.1
     if "pxy_weight" in p["train"][name]:
         p["train"][name]["pxy_weight"] = 0.0
     params = parse_params(p)

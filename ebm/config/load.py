@@ -17,7 +17,7 @@ import yaml
 from ebm.config.convert import build
 from ebm.config.runs import run_raw
 from ebm.config.schema import CORRUPTIONS, DATASETS, LOCAL_OOD, OBJECTIVES, OOD_SETS, Params, PretrainConfig
-from ebm.config.train_schema import PxSchedule
+from ebm.config.train_schema import PxSchedule, SplitStep
 from ebm.errors import ParamsError
 
 
@@ -91,6 +91,10 @@ def _check_semantics(p: Params) -> None:
             continue
         need(h.temperature > 0, f"train.{name}.temperature", "must be > 0")
         need(h.queue_size > 0, f"train.{name}.queue_size", "must be > 0")
+    for name, s in sections.items():
+        if isinstance(s, SplitStep):  # every objective with a term besides the cross-entropy
+            need(s.split_optimizer >= 0, f"train.{name}.split_optimizer",
+                 "must be >= 0 (0 = one optimizer for the whole loss; s > 0 = the rest's lr is s × the CE's)")
     _check_pretrain(p.pretrain, need)
     g = p.generate
     need(g.n_samples > 0 and g.batch_size > 0, "generate.n_samples", "n_samples and batch_size must be > 0")

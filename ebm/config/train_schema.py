@@ -48,7 +48,15 @@ class PxSchedule:
 
 
 @dataclass(frozen=True)
-class JemConfig(PxSchedule):
+class SplitStep:
+    """Whether the cross-entropy and the rest of an objective's loss share one optimizer state; a key of every
+    objective with a term besides the cross-entropy (ebm/train.py, :class:`~ebm.train.SplitOptimizer`)."""
+    split_optimizer: float  # 0 = one optimizer for the whole loss (the papers); s > 0 = an optimizer state
+    # each for the CE and the rest (p(x), energy penalty, contrastive terms), the rest's lr s × the CE's
+
+
+@dataclass(frozen=True)
+class JemConfig(PxSchedule, SplitStep):
     """JEM (Grathwohl et al. 2020): CE + maximum likelihood of p(x) with PCD-SGLD."""
     px_weight: float  # weight of the log p(x) surrogate
     pxy_weight: float  # weight of the optional log p(x|y) term with class-conditional chains (paper: 0)
@@ -64,7 +72,7 @@ class JemConfig(PxSchedule):
 
 
 @dataclass(frozen=True)
-class JemppConfig(PxSchedule):
+class JemppConfig(PxSchedule, SplitStep):
     """JEM++ (Yang & Ji 2021): JEM with informative init and proximal (clipped, projected) SGLD."""
     px_weight: float
     pxy_weight: float  # weight of the optional log p(x|y) term with class-conditional chains (paper: 0)
@@ -82,7 +90,7 @@ class JemppConfig(PxSchedule):
 
 
 @dataclass(frozen=True)
-class SadaJemConfig(PxSchedule):
+class SadaJemConfig(PxSchedule, SplitStep):
     """SADA-JEM (Yang, Su & Ji 2023): JEM++'s sampler with K=5, SAM, no augmentation in the p(x) branch."""
     px_weight: float
     pxy_weight: float  # weight of the optional log p(x|y) term with class-conditional chains (paper: 0)
@@ -102,7 +110,7 @@ class SadaJemConfig(PxSchedule):
 
 
 @dataclass(frozen=True)
-class HdgeConfig:
+class HdgeConfig(SplitStep):
     """HDGE (Liu & Abbeel 2020): CE + contrastive approximation of log q(x|y) over a logit memory."""
     ce_weight: float  # weight of cross-entropy (code: --pyxce 1)
     contrast_weight: float  # weight of the contrastive term (code: --pxycontrast 1)
@@ -113,7 +121,7 @@ class HdgeConfig:
 
 
 @dataclass(frozen=True)
-class HdgeJemConfig(PxSchedule):
+class HdgeJemConfig(PxSchedule, SplitStep):
     """HDGE + JEM's SGLD maximum-likelihood term ("UDGE + marginal likelihood")."""
     ce_weight: float
     contrast_weight: float

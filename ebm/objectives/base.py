@@ -26,11 +26,14 @@ class Batch:
 
 
 class Objective:
-    """What the train loop may ask of an objective; subclasses set ``name`` and implement :meth:`loss`.
+    """What the train loop may ask of an objective; subclasses set ``name`` and implement :meth:`terms`.
 
-    - :meth:`loss`: the scalar to minimise and the scalars to log (``loss`` and ``acc`` among them);
+    - :meth:`terms`: the loss in two parts, the cross-entropy (at its weight) and the rest (None when there
+      is none this step), and the scalars to log (``acc`` among them); :meth:`loss` is their sum, with
+      ``loss`` logged too. :attr:`split_share` > 0 asks the loop to step the two parts with an optimizer
+      state each (:class:`~ebm.train.SplitOptimizer`);
     - :attr:`sam`: SAM's settings (``rho``, ``adaptive``) when the loop must wrap its optimizer in SAM,
-      else None; then :meth:`perturbed_loss` is the loss of SAM's second pass at w + ε(w);
+      else None; then :meth:`perturbed_terms` are the terms of SAM's second pass at w + ε(w);
     - :meth:`set_step`: the loop tells the objective which training step comes next (schedules);
     - :attr:`trains_sampler`: whether it trains with SGLD chains; then :meth:`sampler` is that sampler
       (the generate stage samples with it), and :meth:`reset_sampler` re-initialises its state after a
@@ -51,11 +54,31 @@ class Objective:
     def uses_sam(self) -> bool:
         return self.sam is not None
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    @property
+    def split_share(self) -> float:
+        """The rest's learning rate as a fraction of the cross-entropy's, each with its own optimizer state;
+        0 = one optimizer for the whole loss (the section's ``split_optimizer``; 0 where it has none)."""
+        return getattr(getattr(self, "cfg", None), "split_optimizer", 0.0)
+
+    def terms(self, model: nn.Module, batch: Batch
+              ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """(the cross-entropy term, the rest of the loss or None, the scalars to log)."""
         raise NotImplementedError
 
-    def perturbed_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The scalar to minimise (the two terms' sum) and the scalars to log, ``loss`` first."""
+        ce, rest, logs = self.terms(model, batch)
+        loss = ce if rest is None else ce + rest
+        return loss, {"loss": loss.detach(), **logs}
+
+    def perturbed_terms(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`terms` at SAM's second pass, w + ε(w) (objectives with :attr:`sam` only)."""
         raise NotImplementedError(f"objective {self.name!r} does not use SAM")
+
+    def perturbed_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """The loss of SAM's second pass: the sum of :meth:`perturbed_terms`."""
+        ce, rest = self.perturbed_terms(model, batch)
+        return ce if rest is None else ce + rest
 
     def to(self, device: torch.device | str) -> "Objective":
         return self

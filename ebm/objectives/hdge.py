@@ -97,7 +97,9 @@ class HDGE(Objective):
         self.queue.to(device)
         return self
 
-    def hdge_terms(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def terms(self, model: nn.Module, batch: Batch
+              ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """w_ce · CE, and the rest: w_c · L_c."""
         c = self.cfg
         logits = model(batch.x_lab)  # (B, C)
         ce = F.cross_entropy(logits, batch.y)
@@ -106,13 +108,8 @@ class HDGE(Objective):
         # after the loss, so the batch is not its own negative; all ranks' logits, as MoCo enqueues its keys
         self.queue.push(gather_cat(logits.detach()))
         acc = (logits.argmax(1) == batch.y).float().mean()
-        loss = c.ce_weight * ce + c.contrast_weight * lc
-        return loss, {"ce": ce.detach(), "contrast": lc.detach(), "acc": acc,
-                      "e_data": -torch.logsumexp(logits.detach(), 1).mean()}
-
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss, logs = self.hdge_terms(model, batch)
-        return loss, {"loss": loss.detach(), **logs}
+        return c.ce_weight * ce, c.contrast_weight * lc, {
+            "ce": ce.detach(), "contrast": lc.detach(), "acc": acc, "e_data": -torch.logsumexp(logits.detach(), 1).mean()}
 
     def state_dict(self) -> dict:
         return {"queue": self.queue.state_dict()}
@@ -137,12 +134,14 @@ class HDGEJEM(HDGE):
         self.jem.to(device)
         return self
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def terms(self, model: nn.Module, batch: Batch
+              ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """HDGE's terms, with L_px (and its penalty) in the rest."""
         l_px, px_logs = self.jem.px_terms(model, batch) if self.jem.px_active else (None, {})
-        loss, logs = self.hdge_terms(model, batch)
+        ce, rest, logs = super().terms(model, batch)
         if l_px is not None:  # px_weight = 0: exactly hdge, nothing sampled
-            loss = loss + l_px
-        return loss, {"loss": loss.detach(), **logs, **px_logs}
+            rest = rest + l_px
+        return ce, rest, {**logs, **px_logs}
 
     def sampler(self, image_shape: tuple[int, ...] = (3, 32, 32)) -> ChainSampler:
         return self.jem.sampler(image_shape)

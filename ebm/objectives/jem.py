@@ -163,27 +163,24 @@ class JEM(Objective):
         f_real = logits.gather(1, y[:, None]).squeeze(1)  # (B,)
         return -(f_real.mean() - f_fake.mean())
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self.total(model, batch)
-
-    def total(self, model: nn.Module, batch: Batch, x_fake: torch.Tensor | None = None,
-              energy_l2: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """CE + the p(x) terms (when ``px_weight`` > 0 and scheduled) + the p(x|y) term (``pxy_weight`` > 0)."""
+    def terms(self, model: nn.Module, batch: Batch, x_fake: torch.Tensor | None = None,
+              energy_l2: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """CE, and the rest: the p(x) terms (when ``px_weight`` > 0 and scheduled) + the p(x|y) term
+        (``pxy_weight`` > 0), or None. ``x_fake`` and ``energy_l2`` as in :meth:`px_terms`."""
         logs: dict[str, torch.Tensor] = {}
-        l_px = None
+        rest = None
         if self.px_active:
-            l_px, logs = self.px_terms(model, batch, x_fake=x_fake, energy_l2=energy_l2)
+            rest, logs = self.px_terms(model, batch, x_fake=x_fake, energy_l2=energy_l2)
         logits = model(batch.x_lab)  # (B, C)
         ce = F.cross_entropy(logits, batch.y)
-        loss = ce if l_px is None else ce + l_px
-        if l_px is None:
+        if rest is None:
             logs["e_data"] = -torch.logsumexp(logits.detach(), 1).mean()
         if self.pxy_weight > 0:
             l_pxy = self.pxy_term(model, logits, batch.y)
-            loss = loss + self.pxy_weight * l_pxy
+            rest = self.pxy_weight * l_pxy if rest is None else rest + self.pxy_weight * l_pxy
             logs["pxy"] = l_pxy.detach()
         acc = (logits.argmax(1) == batch.y).float().mean()
-        return loss, {"loss": loss.detach(), "ce": ce.detach(), "acc": acc, **logs}
+        return ce, rest, {"ce": ce.detach(), "acc": acc, **logs}
 
     def reset_sampler(self) -> bool:
         # past px_until nothing samples p(x) again: a fresh buffer would stay noise, and the checkpoint and the

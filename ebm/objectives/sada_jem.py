@@ -31,13 +31,14 @@ class SADAJEM(JEMPP):
             raise ValueError("sada_jem needs the un-augmented p(x) batch (Batch.x_px_clean)")
         return batch.x_px_clean
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def terms(self, model: nn.Module, batch: Batch
+              ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
         self._x_fake = self.sample(model) if self.px_active else None  # kept for the perturbed pass
-        return self.total(model, batch, x_fake=self._x_fake)
+        return super().terms(model, batch, x_fake=self._x_fake)
 
-    def perturbed_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+    def perturbed_terms(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """SAM's second pass at w + ε(w): the same samples, and the energy penalty ``energy_l2`` too. The
         authors' code leaves its ``l2_coeff`` out of this pass, but SAM updates the weights with this
         pass's gradient alone, so there the penalty never reaches the update; the paper's recipe has it at
         0, where both agree."""
-        return self.total(model, batch, x_fake=self._x_fake)[0]
+        return super().terms(model, batch, x_fake=self._x_fake)[:2]

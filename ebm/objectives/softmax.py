@@ -16,9 +16,9 @@ class Softmax(Objective):
                  data: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.cfg = cfg
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def terms(self, model: nn.Module, batch: Batch
+              ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
         logits = model(batch.x_lab)  # (B, C)
         ce = F.cross_entropy(logits, batch.y, label_smoothing=self.cfg.label_smoothing)
         acc = (logits.argmax(1) == batch.y).float().mean()
-        return ce, {"loss": ce.detach(), "ce": ce.detach(), "acc": acc,
-                    "e_data": -torch.logsumexp(logits.detach(), 1).mean()}
+        return ce, None, {"ce": ce.detach(), "acc": acc, "e_data": -torch.logsumexp(logits.detach(), 1).mean()}
