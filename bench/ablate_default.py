@@ -59,7 +59,7 @@ CANDIDATES: dict[str, tuple[dict, str]] = {
     "k10": ({"train.{o}.sgld_steps": 10}, "10 SGLD steps per iteration: older chains, twice the sampler's cost"),
     "lr2e-3": ({"train.common.lr": 2.0e-3}, "peak lr 2e-3"),
     "nodecay": ({"train.common.decay_at": []}, "constant lr after warm-up"),
-    "split0": ({"train.{o}.split_optimizer": 0.0}, "one optimizer for the whole loss (the papers; jem's and hdge_jem's default before 2026-12-03)"),
+    "split0": ({"train.{o}.split_optimizer": 0.0}, "one optimizer for the whole loss (the papers; jem's and hdge_jem's default before aff189b)"),
     "split0.1": ({"train.{o}.split_optimizer": 0.1}, "the CE and the rest of the loss an optimizer state each, the rest's lr 0.1 × the CE's"),
     "split0.3": ({"train.{o}.split_optimizer": 0.3}, "the same, the rest's lr 0.3 × the CE's"),
     "pxy0.3": ({"train.{o}.pxy_weight": 0.3}, "p(x|y) term (JEM code's p_x_y_weight) at 0.3: class-conditional chains"),

@@ -202,7 +202,8 @@ def all_reduce_mean(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
-    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+    # each back in its own memory format (a channels-last weight's gradient stays channels-last)
+    return [torch.empty_like(t).copy_(part.view_as(t)) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
 def reduce_step(flag: bool, values: dict[str, float]) -> tuple[bool, dict[str, float]]:

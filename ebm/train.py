@@ -173,12 +173,15 @@ def split_step(model: nn.Module, objective: Objective, opt: SplitOptimizer | SAM
 
 def _split_grads(ce: torch.Tensor, rest: torch.Tensor | None, params: list[torch.Tensor]
                  ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-    """∇ of ``ce`` and of ``rest`` (None when there is no rest) over ``params``, each averaged over the ranks."""
-    g_ce = torch.autograd.grad(ce, params, retain_graph=rest is not None, allow_unused=True, materialize_grads=True)
-    g_rest = None
+    """∇ of ``ce`` and of ``rest`` (None when there is no rest) over ``params``, averaged over the ranks in one
+    all-reduce. A weight a term does not use gets a zero gradient from it (every weight of the WRN is in both)."""
+    grads = list(torch.autograd.grad(ce, params, retain_graph=rest is not None, allow_unused=True,
+                                     materialize_grads=True))
     if rest is not None:
-        g_rest = all_reduce_mean(list(torch.autograd.grad(rest, params, allow_unused=True, materialize_grads=True)))
-    return all_reduce_mean(list(g_ce)), g_rest
+        grads += torch.autograd.grad(rest, params, allow_unused=True, materialize_grads=True)
+    grads = all_reduce_mean(grads)
+    n = len(params)
+    return grads[:n], (grads[n:] if rest is not None else None)
 
 
 @contextlib.contextmanager

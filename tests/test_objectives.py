@@ -36,6 +36,32 @@ def test_every_objective_answers_the_protocol(name):
     assert again.state_dict().keys() == state.keys()
 
 
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_terms_split_the_loss_into_the_weighted_cross_entropy_and_the_rest(name):
+    """terms(): the first is w·CE(f(x_lab), y), written out here (w: HDGE's ce_weight, 0.7; else 1), nothing
+    else (no energy penalty, no contrast); the loss is the two terms' sum; only softmax has no rest."""
+    import copy
+
+    import torch.nn.functional as F
+
+    raw = tiny_params_dict()
+    for o in ("hdge", "hdge_jem"):
+        raw["train"][o]["ce_weight"] = 0.7
+    p = parse_params(raw)
+    data = (torch.rand(8, 3, 32, 32) * 2 - 1, torch.arange(8) % 2)
+    obj = build_objective(name, p, n_classes=2, data=data)
+    model = build_model(p.model, 2)
+    b = _batch()
+    twin = copy.deepcopy(obj)  # the same buffer (and queue), and under the forked RNG the same samples
+    with torch.random.fork_rng():
+        ce, rest, _ = obj.terms(model, b)
+    loss, _ = twin.loss(model, b)
+    w = 0.7 if name.startswith("hdge") else 1.0
+    torch.testing.assert_close(ce, w * F.cross_entropy(model(b.x_lab), b.y))
+    assert (rest is None) == (name == "softmax")
+    torch.testing.assert_close(loss, ce if rest is None else ce + rest)
+
+
 def test_hdge_jem_composes_jem_on_its_own_section():
     p = parse_params(tiny_params_dict())
     obj = build_objective("hdge_jem", p, n_classes=2)

@@ -184,18 +184,40 @@ def test_sada_jem_takes_a_sam_step(data):
     assert any(not torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
 
 
+def _split_reference(tr, batch) -> tuple[list, list]:
+    """The gradients (CE's, rest's) one split step should hand its two optimizer states, written out apart from
+    ebm/train.py: on copies of the model and the objective under a forked RNG (the same samples the step draws);
+    under SAM at w + ε, ε = ρ g / ‖g‖ from the whole loss's gradient g at w (the perturbed pass reuses the samples)."""
+    import copy
+
+    model, twin = copy.deepcopy(tr.model), copy.deepcopy(tr.objective)
+    model.train()
+    ps = list(model.parameters())
+    grad = lambda t: list(torch.autograd.grad(t, ps, retain_graph=True))  # noqa: E731
+    with torch.random.fork_rng():
+        ce, rest, _ = twin.terms(model, batch)
+    if not twin.uses_sam:
+        return grad(ce), grad(rest)
+    g = grad(ce + rest)
+    norm = torch.sqrt(sum((x ** 2).sum() for x in g))
+    with torch.no_grad():
+        for q, x in zip(ps, g):
+            q.add_(twin.sam["rho"] * x / (norm + 1e-12))
+    ce, rest = twin.perturbed_terms(model, batch)
+    return grad(ce), grad(rest)
+
+
 @pytest.mark.parametrize("name", ["jem", "hdge_jem", "sada_jem"])
 def test_split_optimizer_steps_each_term_with_its_own_state(data, name):
     """split_optimizer s: one step's cross-entropy gradient goes to the CE's Adam alone and the rest's (p(x),
-    energy penalty, contrast) to the rest's Adam alone, at s × the lr. Adam's first moment after one step is
-    (1 - β1) × the gradient it got. The reference gradients come from a copy of the objective under a forked
-    RNG, so they see the samples the step draws (sada_jem: SAM's first pass, at w; its step uses w + ε)."""
-    import copy
-
+    energy penalty, contrast) to the rest's Adam alone, at s × the lr; weight decay once, in the CE's. Adam's
+    first moment after one step is (1 - β1) × the gradient it got (plus decay × w for the CE's). sada_jem: both
+    parts at SAM's w + ε, with ε from the whole gradient."""
     from ebm.sam import SAM
     from ebm.train import SplitOptimizer, Trainer, train_step
 
     p = tiny_params_dict()
+    p["train"]["common"]["weight_decay"] = 0.01
     p["train"][name].update(split_optimizer=0.3, px_start=0.0)
     tr = Trainer(parse_params(p), name, data, torch.device("cpu"))
     split = tr.opt.base if isinstance(tr.opt, SAM) else tr.opt
@@ -204,19 +226,14 @@ def test_split_optimizer_steps_each_term_with_its_own_state(data, name):
         g["lr"] = 1e-3
     tr.objective.set_step(0)
     batch = tr.next_batch()
-    params = [q for q in tr.model.parameters()]
-    with torch.random.fork_rng():
-        ce, rest, _ = copy.deepcopy(tr.objective).terms(tr.model, batch)
-        g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True, materialize_grads=True)
-        g_rest = torch.autograd.grad(rest, params, allow_unused=True, materialize_grads=True)
+    w = [q.detach().clone() for q in tr.model.parameters()]
+    g_ce, g_rest = _split_reference(tr, batch)
     train_step(tr.model, tr.objective, tr.opt, batch)
     assert split.rest.param_groups[0]["lr"] == pytest.approx(0.3e-3) and split.ce.param_groups[0]["lr"] == 1e-3
+    assert split.rest.param_groups[0]["weight_decay"] == 0 and split.ce.param_groups[0]["weight_decay"] == 0.01
     assert any(g.abs().sum() > 0 for g in g_rest)
-    if name == "sada_jem":  # gradients at w + ε: not these; both states did step
-        assert all(len(o.state) == len(params) for o in (split.ce, split.rest))
-        return
-    for q, gc, gr in zip(params, g_ce, g_rest):
-        torch.testing.assert_close(split.ce.state[q]["exp_avg"], 0.1 * gc)
+    for q, w0, gc, gr in zip(tr.model.parameters(), w, g_ce, g_rest):
+        torch.testing.assert_close(split.ce.state[q]["exp_avg"], 0.1 * (gc + 0.01 * w0))
         torch.testing.assert_close(split.rest.state[q]["exp_avg"], 0.1 * gr)
 
 
@@ -249,17 +266,19 @@ def test_jem_optional_pxy_term_is_logged_and_trains(data):
     assert all("pxy" in h and math.isfinite(h["pxy"]) for h in r.history)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.1])
 @pytest.mark.parametrize("name,reference", [("jem", "softmax"), ("jempp", "softmax"), ("hdge_jem", "hdge")])
-def test_px_weight_zero_trains_exactly_like_the_discriminative_objective(data, name, reference):
+def test_px_weight_zero_trains_exactly_like_the_discriminative_objective(data, name, reference, share):
     """px_weight 0: no sampling, no energy penalty (energy_l2 stays 0.1 here), no random numbers drawn for
-    a buffer; after N steps the parameters are identical, bit for bit, to the discriminative run. jem and
-    jempp keep ``split_optimizer`` 0.1: with no rest term, the split optimizer's CE state is the one optimizer."""
+    a buffer; after N steps the parameters are identical, bit for bit, to the discriminative run. With
+    ``split_optimizer`` 0.1 jem and jempp have no rest term, so the split optimizer's CE state is softmax's
+    one optimizer; hdge_jem's rest is the contrast, so hdge gets the same split."""
     p = tiny_params_dict()
     p["train"]["common"].update(steps=4)
     p["train"]["softmax"].update(label_smoothing=0.0)
-    p["train"][name].update(px_weight=0.0, energy_l2=0.1, split_optimizer=0.1)
-    if "split_optimizer" in p["train"][reference]:  # hdge: a rest term (the contrast), so the same split
-        p["train"][reference]["split_optimizer"] = 0.1
+    p["train"][name].update(px_weight=0.0, energy_l2=0.1, split_optimizer=share)
+    if "split_optimizer" in p["train"][reference]:
+        p["train"][reference]["split_optimizer"] = share
     if "pxy_weight" in p["train"][name]:
         p["train"][name]["pxy_weight"] = 0.0
     params = parse_params(p)

@@ -1,4 +1,4 @@
-"""Objectives registry: name → class with the shared constructor and ``loss(model, batch)``."""
+"""Objectives registry: name → class with the shared constructor and ``terms(model, batch)`` (``loss`` is their sum)."""
 from __future__ import annotations
 
 import torch
