@@ -111,6 +111,7 @@ def test_sam_ascent_uses_the_all_reduced_gradient(work):
     _one_vs_two_processes(work, "sada_jem", p)
 
 
+@pytest.mark.slow  # a torchrun of its own; `make test-slow` and CI run it
 def test_split_optimizer_averages_both_gradients_over_the_ranks(work):
     """split_optimizer (hdge: the contrast is the rest) takes its two gradients with autograd.grad, which DDP's
     reducer does not see; they are averaged over the ranks by hand. 2 steps on 2 processes equal 1 process with
