@@ -28,6 +28,7 @@ from ebm.distributed import (World, all_reduce_mean, no_sync, per_rank_params, r
 from ebm.errors import DivergenceError
 from ebm.models import build_model
 from ebm.objectives import Batch, Objective, build_objective
+from ebm.objectives.base import summed
 from ebm.sam import SAM
 
 
@@ -154,7 +155,7 @@ def split_step(model: nn.Module, objective: Objective, opt: SplitOptimizer | SAM
     model.train()
     with no_sync(model), amp():
         ce, rest, logs = objective.terms(model, batch)
-    loss = ce if rest is None else ce + rest
+    loss, logs = summed(ce, rest, logs)
     g_ce, g_rest = _split_grads(ce, rest, params)
     if isinstance(opt, SAM):
         whole = g_ce if g_rest is None else [g + r for g, r in zip(g_ce, g_rest)]
@@ -168,7 +169,7 @@ def split_step(model: nn.Module, objective: Objective, opt: SplitOptimizer | SAM
         p.grad = g
     split.rest_grads = g_rest
     opt.second_step() if isinstance(opt, SAM) else opt.step()
-    return loss.detach(), {"loss": loss.detach(), **logs}
+    return loss.detach(), logs
 
 
 def _split_grads(ce: torch.Tensor, rest: torch.Tensor | None, params: list[torch.Tensor]

@@ -25,6 +25,13 @@ class Batch:
     x_px_clean: torch.Tensor | None = None  # the same images un-augmented (SADA-JEM's ML branch)
 
 
+def summed(ce: torch.Tensor, rest: torch.Tensor | None, logs: dict[str, torch.Tensor]
+           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of :meth:`Objective.terms`' two parts (their sum) and the scalars to log, ``loss`` first."""
+    loss = ce if rest is None else ce + rest
+    return loss, {"loss": loss.detach(), **logs}
+
+
 class Objective:
     """What the train loop may ask of an objective; subclasses set ``name`` and implement :meth:`terms`.
 
@@ -67,9 +74,7 @@ class Objective:
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The scalar to minimise (the two terms' sum) and the scalars to log, ``loss`` first."""
-        ce, rest, logs = self.terms(model, batch)
-        loss = ce if rest is None else ce + rest
-        return loss, {"loss": loss.detach(), **logs}
+        return summed(*self.terms(model, batch))
 
     def perturbed_terms(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`terms` at SAM's second pass, w + ε(w) (objectives with :attr:`sam` only)."""
@@ -77,8 +82,7 @@ class Objective:
 
     def perturbed_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """The loss of SAM's second pass: the sum of :meth:`perturbed_terms`."""
-        ce, rest = self.perturbed_terms(model, batch)
-        return ce if rest is None else ce + rest
+        return summed(*self.perturbed_terms(model, batch), {})[0]
 
     def to(self, device: torch.device | str) -> "Objective":
         return self

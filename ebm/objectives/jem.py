@@ -34,7 +34,7 @@ from ebm.sampling import ChainSampler, ReplayBuffer, uniform_init
 
 
 # the sections JEM's p(x) term and sampler are built from: each has px_weight, the sgld_* keys, buffer_size,
-# reinit_freq, sample_batch_size, energy_l2 (sample_mode, init, init_jitter where present). JEM.loss also
+# reinit_freq, sample_batch_size, energy_l2 (sample_mode, init, init_jitter where present). JEM.terms also
 # reads pxy_weight; hdge_jem uses only JEM.px_terms and sample.
 PxSection = JemConfig | JemppConfig | SadaJemConfig | HdgeJemConfig
 
@@ -139,21 +139,19 @@ class JEM(Objective):
         """The data images of the maximum-likelihood branch (JEM: augmented and noised, like x_lab)."""
         return batch.x_px
 
-    def px_terms(self, model: nn.Module, batch: Batch, x_fake: torch.Tensor | None = None,
-                 energy_l2: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def px_terms(self, model: nn.Module, batch: Batch, x_fake: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """px_weight · L_px (+ the energy penalty), and its scalars; shared with ``hdge_jem``.
-        ``x_fake`` reuses samples already drawn (SAM's second pass) instead of sampling again;
-        ``energy_l2`` overrides the configured penalty weight."""
+        ``x_fake`` reuses samples already drawn (SAM's second pass) instead of sampling again."""
         c = self.cfg
-        energy_l2 = c.energy_l2 if energy_l2 is None else energy_l2
         if x_fake is None:
             x_fake = self.sample(model)  # (S, 3, 32, 32), detached
         lp_real = log_px(model(self.px_input(batch)))  # (B',)
         lp_fake = log_px(model(x_fake))  # (S,)
         l_px = -(lp_real.mean() - lp_fake.mean())
         loss = c.px_weight * self.px_scale * l_px
-        if energy_l2 > 0:
-            loss = loss + energy_l2 * self.px_scale * (lp_real.mean() ** 2 + lp_fake.mean() ** 2)
+        if c.energy_l2 > 0:
+            loss = loss + c.energy_l2 * self.px_scale * (lp_real.mean() ** 2 + lp_fake.mean() ** 2)
         return loss, {"px": l_px.detach(), "e_data": -lp_real.detach().mean(), "e_sample": -lp_fake.detach().mean()}
 
     def pxy_term(self, model: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -163,14 +161,14 @@ class JEM(Objective):
         f_real = logits.gather(1, y[:, None]).squeeze(1)  # (B,)
         return -(f_real.mean() - f_fake.mean())
 
-    def terms(self, model: nn.Module, batch: Batch, x_fake: torch.Tensor | None = None,
-              energy_l2: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+    def terms(self, model: nn.Module, batch: Batch, x_fake: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
         """CE, and the rest: the p(x) terms (when ``px_weight`` > 0 and scheduled) + the p(x|y) term
-        (``pxy_weight`` > 0), or None. ``x_fake`` and ``energy_l2`` as in :meth:`px_terms`."""
+        (``pxy_weight`` > 0), or None. ``x_fake`` as in :meth:`px_terms`."""
         logs: dict[str, torch.Tensor] = {}
         rest = None
         if self.px_active:
-            rest, logs = self.px_terms(model, batch, x_fake=x_fake, energy_l2=energy_l2)
+            rest, logs = self.px_terms(model, batch, x_fake=x_fake)
         logits = model(batch.x_lab)  # (B, C)
         ce = F.cross_entropy(logits, batch.y)
         if rest is None:
