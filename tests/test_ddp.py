@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,8 +63,7 @@ def work(tmp_path_factory):
 def _one_vs_two_processes(work, objective: str, p: dict) -> Path:
     """Train ``objective`` with params ``p`` in one process ("one") and on 2 (torchrun, "two"); assert the
     weights moved and are equal to float tolerance. Returns the run folder."""
-    sub = work / f"{objective}-{p['train']['common']['steps']}"
-    sub.mkdir()
+    sub = Path(tempfile.mkdtemp(prefix=f"{objective}-", dir=work))  # one folder per test: two may share an objective
     write_params(sub / "params.yaml", p)
     (sub / "ds").symlink_to(work / "ds")
     assert _in_process(objective, "one", sub) == 0
