@@ -25,10 +25,15 @@ class Batch:
     x_px_clean: torch.Tensor | None = None  # the same images un-augmented (SADA-JEM's ML branch)
 
 
+def total(ce: torch.Tensor, rest: torch.Tensor | None) -> torch.Tensor:
+    """The loss of :meth:`Objective.terms`' two parts: their sum (``ce`` alone when there is no rest)."""
+    return ce if rest is None else ce + rest
+
+
 def summed(ce: torch.Tensor, rest: torch.Tensor | None, logs: dict[str, torch.Tensor]
            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The loss of :meth:`Objective.terms`' two parts (their sum) and the scalars to log, ``loss`` first."""
-    loss = ce if rest is None else ce + rest
+    """:func:`total` and the scalars to log, ``loss`` first."""
+    loss = total(ce, rest)
     return loss, {"loss": loss.detach(), **logs}
 
 
@@ -82,7 +87,7 @@ class Objective:
 
     def perturbed_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """The loss of SAM's second pass: the sum of :meth:`perturbed_terms`."""
-        return summed(*self.perturbed_terms(model, batch), {})[0]
+        return total(*self.perturbed_terms(model, batch))
 
     def to(self, device: torch.device | str) -> "Objective":
         return self
