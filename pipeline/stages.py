@@ -181,21 +181,30 @@ def sections_of(stage: Stage, raw: dict, **item: str) -> list[str]:
 
 def write_params_files(raw: dict, folder: str = PARAMS_HASHES) -> list[str]:
     """Write each stage item's params-hash file whose content changed (an unchanged one keeps its mtime,
-    so Snakemake reruns exactly the items whose sections changed); returns the paths written."""
+    so Snakemake reruns exactly the items whose sections changed), and delete those of items ``raw`` no longer
+    has (a removed named run or dataset), so that the folder is what these params alone would write; returns
+    the paths written."""
     from pathlib import Path
 
     from ebm.config import params_hash
     from ebm.io import atomic_write_text
 
-    written = []
+    written, wanted = [], set()
     for name in ORDER[1:]:
         stage = STAGES[name]
         for item in expand(stage, raw):
             path = Path(folder) / fill(params_file(stage), **item)[len(PARAMS_HASHES) + 1:]
+            wanted.add(path)
             text = params_hash(raw, sections_of(stage, raw, **item)) + "\n"
             if not (path.is_file() and path.read_text() == text):
                 atomic_write_text(path, text)
                 written.append(str(path))
+    for stale in sorted(Path(folder).rglob("*.sha256")):
+        if stale not in wanted:
+            stale.unlink()
+    for d in sorted((d for d in Path(folder).rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
+        if not any(d.iterdir()):
+            d.rmdir()
     return written
 
 

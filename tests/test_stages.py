@@ -17,7 +17,7 @@ from ebm.data.procedural import SHAPE_CLASSES
 from pipeline import check_params, data, evaluate, generate, pretrain, report, train
 from pipeline.common import run
 from pipeline.resources import log_path
-from pipeline.stages import ORDER, RUN, STAGES, expand, fill, item_params, render_dvc_yaml
+from pipeline.stages import ORDER, RUN, STAGES, expand, fill, item_params, render_dvc_yaml, write_params_files
 from tests.conftest import REPO, tiny_params_dict, write_params
 from ebm.artifacts import read_metrics
 
@@ -120,6 +120,25 @@ def test_the_default_dag_is_unchanged_by_named_runs():
     assert "data/evaluate/softmax/shapes/metrics.json" in outs and params == ["evaluate"]
     assert expanded["generate@jem-shapes"][0].endswith("--out data/generate/jem/shapes --logdir logs/jem/shapes")
     assert not any("--run" in c for c, _, _ in expanded.values())
+
+
+def test_params_hash_files_follow_the_params(tmp_path):
+    """Removing a named run deletes its hash files: the folder is what the params alone write, so that a
+    workspace where the run once existed and a fresh clone agree (DVC hashes the folder as one output)."""
+    p = tiny_params_dict()
+    p["runs"] = {"wide": {"objective": "softmax", "dataset": "shapes", "model": {"width": 2}}}
+    folder = tmp_path / "hash"
+    write_params_files(p, str(folder))
+    wide = sorted(str(f.relative_to(folder)) for f in folder.rglob("*.sha256") if "wide" in f.parts)
+    assert len(wide) == 3, wide  # its train, generate and evaluate items
+    kept = folder / "train/jem/shapes.sha256"
+    mtime = kept.stat().st_mtime_ns
+    del p["runs"]["wide"]
+    assert write_params_files(p, str(folder)) == [str(folder / "report.sha256")]  # the report lists the runs
+    fresh = tmp_path / "fresh"
+    write_params_files(p, str(fresh))
+    listing = lambda d: sorted(str(f.relative_to(d)) for f in d.rglob("*"))  # noqa: E731
+    assert listing(folder) == listing(fresh) and kept.stat().st_mtime_ns == mtime
 
 
 def test_dvc_params_sections_match_stages():
