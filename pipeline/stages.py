@@ -199,12 +199,17 @@ def write_params_files(raw: dict, folder: str = PARAMS_HASHES) -> list[str]:
             if not (path.is_file() and path.read_text() == text):
                 atomic_write_text(path, text)
                 written.append(str(path))
+    # Snakemake parses the Snakefile, so runs this, in each job too: another process may have deleted a
+    # stale file first, and a folder some wanted file lies under is never removed
     for stale in sorted(Path(folder).rglob("*.sha256")):
         if stale not in wanted:
-            stale.unlink()
-    for d in sorted((d for d in Path(folder).rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
-        if not any(d.iterdir()):
+            stale.unlink(missing_ok=True)
+    kept = {d for f in wanted for d in f.parents}
+    for d in sorted((d for d in Path(folder).rglob("*") if d.is_dir() and d not in kept), key=lambda d: -len(d.parts)):
+        try:
             d.rmdir()
+        except OSError:  # not empty, or already gone
+            pass
     return written
 
 
