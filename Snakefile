@@ -52,6 +52,7 @@ onstart:
 
 # Each stage item's params-hash file, rewritten only when its sections change: a real input, so that a
 # params edit reruns the right jobs even for outputs that DVC made (they carry no Snakemake metadata).
+# Those of items the params no longer have (a removed named run) are deleted. Each job parses this too.
 write_params_files(load_raw("params.yaml"))
 
 DATASETS = PARAMS.datasets

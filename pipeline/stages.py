@@ -184,6 +184,7 @@ def write_params_files(raw: dict, folder: str = PARAMS_HASHES) -> list[str]:
     so Snakemake reruns exactly the items whose sections changed), and delete those of items ``raw`` no longer
     has (a removed named run or dataset), so that the folder is what these params alone would write; returns
     the paths written."""
+    import os
     from pathlib import Path
 
     from ebm.config import params_hash
@@ -201,15 +202,16 @@ def write_params_files(raw: dict, folder: str = PARAMS_HASHES) -> list[str]:
                 written.append(str(path))
     # Snakemake parses the Snakefile, so runs this, in each job too: another process may have deleted a
     # stale file first, and a folder some wanted file lies under is never removed
-    for stale in sorted(Path(folder).rglob("*.sha256")):
-        if stale not in wanted:
-            stale.unlink(missing_ok=True)
     kept = {d for f in wanted for d in f.parents}
-    for d in sorted((d for d in Path(folder).rglob("*") if d.is_dir() and d not in kept), key=lambda d: -len(d.parts)):
-        try:
-            d.rmdir()
-        except OSError:  # not empty, or already gone
-            pass
+    for top, _, files in os.walk(folder, topdown=False):  # os.walk skips a folder that vanishes meanwhile
+        for name in files:
+            if name.endswith(".sha256") and Path(top, name) not in wanted:
+                Path(top, name).unlink(missing_ok=True)
+        if Path(top) not in kept:
+            try:
+                Path(top).rmdir()
+            except OSError:  # not empty, or already gone
+                pass
     return written
 
 
