@@ -204,9 +204,9 @@ def write_params_files(raw: dict, folder: str = PARAMS_HASHES) -> list[str]:
     # stale file first, and a folder some wanted file lies under is never removed
     kept = {d for f in wanted for d in f.parents}
     for top, _, files in os.walk(folder, topdown=False):  # os.walk skips a folder that vanishes meanwhile
-        for name in files:
-            if name.endswith(".sha256") and Path(top, name) not in wanted:
-                Path(top, name).unlink(missing_ok=True)
+        for f in (Path(top, name) for name in files if name.endswith(".sha256")):
+            if f not in wanted:
+                f.unlink(missing_ok=True)
         if Path(top) not in kept:
             try:
                 Path(top).rmdir()

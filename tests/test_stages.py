@@ -137,8 +137,11 @@ def test_params_hash_files_follow_the_params(tmp_path):
     assert write_params_files(p, str(folder)) == [str(folder / "report.sha256")]  # the report lists the runs
     fresh = tmp_path / "fresh"
     write_params_files(p, str(fresh))
-    listing = lambda d: sorted(str(f.relative_to(d)) for f in d.rglob("*"))  # noqa: E731
-    assert listing(folder) == listing(fresh) and kept.stat().st_mtime_ns == mtime
+    assert _listing(folder) == _listing(fresh) and kept.stat().st_mtime_ns == mtime
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(f.relative_to(folder)) for f in folder.rglob("*"))
 
 
 def test_dvc_params_sections_match_stages():
