@@ -11,7 +11,10 @@ the evaluate stage's code (``ebm.eval.run.evaluate``: accuracy, ECE, OOD AUROC; 
 to ``--out`` (JSON lines), so an interrupted ablation resumes and runs on two datasets merge; the table is
 printed from that file. AUROC columns: the hybrids' two generative scores (``logpx`` and ``pxgrad``, for
 JEM, JEM++, SADA-JEM and HDGE+JEM) against each OOD set, and ``logpx`` / ``maxprob`` / ``pxgrad`` for softmax
-and HDGE (no sampler) for comparison. One seed: read differences of a point or two as noise.
+and HDGE (no sampler) for comparison. The last column holds each row against issue 17's bar, set by
+softmax's ``base`` row of the same dataset and ``--set`` where the file has one: accuracy within 3 points,
+a lower ECE, and on every OOD set a generative score above softmax's same score. One seed: read
+differences of a point or two as noise.
 """
 from __future__ import annotations
 
@@ -62,6 +65,10 @@ CANDIDATES: dict[str, tuple[dict, str]] = {
     "split0": ({"train.{o}.split_optimizer": 0.0}, "one optimizer for the whole loss (the papers; jem's and hdge_jem's default before aff189b)"),
     "split0.1": ({"train.{o}.split_optimizer": 0.1}, "the CE and the rest of the loss an optimizer state each, the rest's lr 0.1 × the CE's"),
     "split0.3": ({"train.{o}.split_optimizer": 0.3}, "the same, the rest's lr 0.3 × the CE's"),
+    "split0.05": ({"train.{o}.split_optimizer": 0.05}, "the same, the rest's lr 0.05 × the CE's"),
+    "rho0.01": ({"train.{o}.rho": 0.01}, "SAM radius 0.01 (sada_jem only; its default 0.05)"),
+    "rho0.02": ({"train.{o}.rho": 0.02}, "SAM radius 0.02 (sada_jem only)"),
+    "rho0.1": ({"train.{o}.rho": 0.1}, "SAM radius 0.1 (sada_jem only)"),
     "pxy0.3": ({"train.{o}.pxy_weight": 0.3}, "p(x|y) term (JEM code's p_x_y_weight) at 0.3: class-conditional chains"),
 }
 
@@ -148,10 +155,25 @@ def print_table(rows: list[dict]) -> None:
     print(table(rows))
 
 
+GENERATIVE = ("logpx", "pxgrad")  # the scores of p(x) (issue 17: "its generative score")
+
+
+def bar(r: dict, ref: dict | None) -> str:
+    """Row ``r`` against issue 17's bar, set by ``ref`` (softmax's base row of the same dataset and
+    overrides): accuracy within 3 points, ECE lower, and on every OOD set a generative score (``logpx`` or
+    ``pxgrad``) above ref's same score. ``-`` for softmax itself, a diverged row, or no reference row."""
+    if ref is None or r["objective"] == "softmax" or r.get("diverged") or not r["ood"]:
+        return "-"
+    ood = all(any(r["ood"][s][k] > ref["ood"][s][k] for k in GENERATIVE) for s in r["ood"])
+    marks = {"acc": r["accuracy"] >= ref["accuracy"] - 3, "ECE": r["ece"] < ref["ece"], "OOD": ood}
+    return " ".join(f"{k} {'✓' if ok else '✗'}" for k, ok in marks.items())
+
+
 def table(rows: list[dict]) -> str:
     sets = sorted({s for r in rows for s in r["ood"]})
+    refs = {(r["dataset"], r.get("set", "")): r for r in rows if r["objective"] == "softmax" and r["candidate"] == "base"}
     head = (["dataset", "overrides", "objective", "candidate", "acc %", "ECE %", "mean conf. %"]
-            + [f"AUROC {s}" for s in sets] + ["train s"])
+            + [f"AUROC {s}" for s in sets] + ["train s", "bar (vs softmax)"])
     out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         scores = gen_scores(r["objective"])
@@ -160,7 +182,8 @@ def table(rows: list[dict]) -> str:
         retry = " (diverged)" if r.get("diverged") else f" ({r['retries']} roll-backs)" if r["retries"] else ""
         conf = f"{r['confidence']:.1f}" if "confidence" in r else "-"
         out.append(f"| {r['dataset']} | {r.get('set') or '-'} | {r['objective']} | {r['candidate']} | "
-                   f"{r['accuracy']:.1f}{retry} | {r['ece']:.2f} | {conf} | " + " | ".join(au) + f" | {r['seconds']:.0f} |")
+                   f"{r['accuracy']:.1f}{retry} | {r['ece']:.2f} | {conf} | " + " | ".join(au) + f" | {r['seconds']:.0f} | "
+                   f"{bar(r, refs.get((r['dataset'], r.get('set', ''))))} |")
     return "\n".join(out)
 
 
