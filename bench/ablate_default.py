@@ -45,6 +45,7 @@ CANDIDATES: dict[str, tuple[dict, str]] = {
     "buf500": ({"train.{o}.buffer_size": 500}, "smaller replay buffer: older chains"),
     "px0.3": ({"train.{o}.px_weight": 0.3}, "p(x) weight 0.3"),
     "px0.1": ({"train.{o}.px_weight": 0.1}, "p(x) weight 0.1"),
+    "px0": ({"train.{o}.px_weight": 0.0}, "no p(x) term: the classifier alone, with the objective's optimizer (sada_jem: SAM)"),
     # the p(x) schedule is in fractions of train.common.steps; the names give the steps of the default 300
     "ramp150": ({"train.{o}.px_start": 0.0, "train.{o}.px_ramp": 0.5}, "p(x) weight rises from 0 over half the steps (150 of 300)"),
     "late150": ({"train.{o}.px_start": 0.5, "train.{o}.px_ramp": 1 / 6}, "classifier only for half the steps (150 of 300), then p(x) up over 1/6 (50), to px_until"),
@@ -69,6 +70,7 @@ CANDIDATES: dict[str, tuple[dict, str]] = {
     "rho0.01": ({"train.{o}.rho": 0.01}, "SAM radius 0.01 (sada_jem only; its default 0.05)"),
     "rho0.02": ({"train.{o}.rho": 0.02}, "SAM radius 0.02 (sada_jem only)"),
     "rho0.1": ({"train.{o}.rho": 0.1}, "SAM radius 0.1 (sada_jem only)"),
+    "asam2": ({"train.{o}.rho": 2.0, "train.{o}.adaptive": True}, "adaptive SAM at radius 2 (SADA-JEM's released code)"),
     "pxy0.3": ({"train.{o}.pxy_weight": 0.3}, "p(x|y) term (JEM code's p_x_y_weight) at 0.3: class-conditional chains"),
 }
 
