@@ -90,21 +90,31 @@ def test_ablate_table_prints_each_objectives_auroc_columns():
 
 def test_ablate_table_marks_each_row_against_softmax_of_the_same_seed():
     """The bar column: within 3 points of softmax's accuracy, a lower ECE, and on every OOD set a generative
-    score above softmax's same score; judged against softmax's base row of the same --set only."""
+    score (not maxprob) above softmax's same score; judged against softmax's finished base row of the same
+    dataset and --set only."""
     mod = _bench_module("ablate_default")
-    ood = lambda noise, textures: {"noise": {"logpx": noise[0], "pxgrad": noise[1], "maxprob": 0.9},  # noqa: E731
-                                   "textures": {"logpx": textures[0], "pxgrad": textures[1], "maxprob": 0.9}}
-    row = lambda o, c, s, acc, ece, au: {"dataset": "shapes", "objective": o, "candidate": c, "set": s,  # noqa: E731
-                                         "accuracy": acc, "ece": ece, "ood": au, "seconds": 1.0, "retries": 0}
-    rows = [row("softmax", "base", "seed=0", 97.0, 2.0, ood((0.5, 0.6), (0.2, 0.5))),
-            row("jem", "base", "seed=0", 94.1, 1.9, ood((0.9, 0.1), (0.1, 0.6))),    # pxgrad on textures
-            row("jem", "a", "seed=0", 93.9, 1.9, ood((0.9, 0.1), (0.3, 0.1))),       # 3.1 behind
+
+    def ood(noise, textures, maxprob=0.5):
+        return {"noise": {"logpx": noise[0], "pxgrad": noise[1], "maxprob": maxprob},
+                "textures": {"logpx": textures[0], "pxgrad": textures[1], "maxprob": maxprob}}
+
+    def row(o, c, s, acc, ece, au, dataset="shapes", **extra):
+        return {"dataset": dataset, "objective": o, "candidate": c, "set": s, "accuracy": acc, "ece": ece,
+                "ood": au, "seconds": 1.0, "retries": 0, **extra}
+    rows = [row("softmax", "base", "seed=0", 100 * 0.972, 2.0, ood((0.5, 0.6), (0.2, 0.5))),
+            row("jem", "base", "seed=0", 100 * 0.942, 1.9, ood((0.9, 0.1), (0.1, 0.6))),  # 3.0 behind (in floats 3.0000…1)
+            row("jem", "a", "seed=0", 94.1, 1.9, ood((0.9, 0.1), (0.3, 0.1))),       # 3.1 behind
             row("jem", "b", "seed=0", 97.0, 2.0, ood((0.9, 0.1), (0.3, 0.1))),       # ECE level: not ahead
             row("jem", "c", "seed=0", 99.0, 1.0, ood((0.9, 0.1), (0.2, 0.5))),       # textures only level
-            row("jem", "base", "seed=1", 99.0, 1.0, ood((0.9, 0.9), (0.9, 0.9)))]    # no softmax row for seed=1
+            row("jem", "d", "seed=0", 99.0, 1.0, ood((0.4, 0.5), (0.1, 0.4), 0.99)),  # ahead on maxprob only
+            row("jem", "e", "seed=0", float("nan"), float("nan"), {}, diverged="loss"),
+            row("jem", "base", "seed=1", 99.0, 1.0, ood((0.9, 0.9), (0.9, 0.9))),    # no softmax row for seed=1
+            row("softmax", "base", "seed=2", float("nan"), float("nan"), {}, diverged="loss"),
+            row("jem", "base", "seed=2", 99.0, 1.0, ood((0.9, 0.9), (0.9, 0.9))),    # softmax diverged: no reference
+            row("jem", "base", "seed=0", 10.0, 9.0, ood((0.9, 0.9), (0.9, 0.9)), dataset="cifar10")]  # no cifar10 softmax
     marks = [line.rsplit("|", 2)[1].strip() for line in mod.table(rows).splitlines()[2:]]
-    assert marks == ["-", "acc ✓ ECE ✓ OOD ✓", "acc ✗ ECE ✓ OOD ✓", "acc ✓ ECE ✗ OOD ✓",
-                     "acc ✓ ECE ✓ OOD ✗", "-"], marks
+    assert marks == ["-", "acc ✓ ECE ✓ OOD ✓", "acc ✗ ECE ✓ OOD ✓", "acc ✓ ECE ✗ OOD ✓", "acc ✓ ECE ✓ OOD ✗",
+                     "acc ✓ ECE ✓ OOD ✗", "diverged", "no reference", "-", "no reference", "no reference"], marks
 
 
 def _bench_module(name: str):
