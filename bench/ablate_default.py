@@ -39,6 +39,8 @@ from ebm.eval.run import evaluate  # noqa: E402
 from ebm.provenance import pick_device  # noqa: E402
 from ebm.train import train  # noqa: E402
 
+GENERATIVE = ("logpx", "pxgrad")  # the scores of p(x) (issue 17: "its generative score")
+
 # name -> (overrides, what it tests). {o}: the objective's own section.
 CANDIDATES: dict[str, tuple[dict, str]] = {
     "base": ({}, "params.yaml as it is"),
@@ -68,7 +70,6 @@ CANDIDATES: dict[str, tuple[dict, str]] = {
     "split0.3": ({"train.{o}.split_optimizer": 0.3}, "the same, the rest's lr 0.3 × the CE's"),
     "split0.05": ({"train.{o}.split_optimizer": 0.05}, "the same, the rest's lr 0.05 × the CE's"),
     "rho0.01": ({"train.{o}.rho": 0.01}, "SAM radius 0.01 (sada_jem only; its default 0.05)"),
-    "rho0.02": ({"train.{o}.rho": 0.02}, "SAM radius 0.02 (sada_jem only)"),
     "rho0.1": ({"train.{o}.rho": 0.1}, "SAM radius 0.1 (sada_jem only)"),
     "asam2": ({"train.{o}.rho": 2.0, "train.{o}.adaptive": True}, "adaptive SAM at radius 2 (SADA-JEM's released code)"),
     "pxy0.3": ({"train.{o}.pxy_weight": 0.3}, "p(x|y) term (JEM code's p_x_y_weight) at 0.3: class-conditional chains"),
@@ -108,7 +109,7 @@ def gen_scores(objective: str) -> list[str]:
     """The AUROC columns of ``objective``'s rows: for the sampling objectives their two generative scores
     (the papers use either); for those without a sampler (softmax, hdge) ``maxprob`` too, the classifier's
     own score."""
-    return ["logpx", "pxgrad"] if REGISTRY[objective].trains_sampler else ["logpx", "maxprob", "pxgrad"]
+    return list(GENERATIVE) if REGISTRY[objective].trains_sampler else ["logpx", "maxprob", "pxgrad"]
 
 
 def diverged_row(seconds: float, retries: int, why: str) -> dict:
@@ -155,9 +156,6 @@ def print_table(rows: list[dict]) -> None:
     print(f"# {platform.node() or 'host'}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}")
     print(table(rows))
-
-
-GENERATIVE = ("logpx", "pxgrad")  # the scores of p(x) (issue 17: "its generative score")
 
 
 def bar(r: dict, ref: dict | None) -> str:

@@ -44,6 +44,13 @@ def run_stages(*names: str) -> set[str]:
     return {f"{s}_run@{n}" for s in ("train", "generate", "evaluate") for n in names}
 
 
+def run_folders(name: str) -> set[str]:
+    """The folders the stage table writes for run ``name``: outputs, resume state and --logdir."""
+    from pipeline.stages import STAGES
+    paths = [p for s in STAGES.values() for p in [*s.declared_outputs(), *s.state, *s.cmd.split()]]
+    return {p.split("/{run}/")[0] + f"/{name}" for p in paths if "/{run}/" in p}
+
+
 def commit_all(work: Path, message: str) -> None:
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=work)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, cwd=work)
@@ -124,8 +131,8 @@ def test_editing_one_named_run_reruns_only_that_run(repo):
         assert ran(sh("dvc", "repro", cwd=repo).stdout) == {"params", "report", *edited}
     finally:  # as before the test: DVC leaves a removed stage's outputs and its dvc.lock entries
         (repo / "params.yaml").write_text(original)
-        for top in ("data/train", "data/generate", "data/evaluate", "data/resume", "logs"):
-            shutil.rmtree(repo / top / OTHER, ignore_errors=True)
+        for folder in run_folders(OTHER):
+            shutil.rmtree(repo / folder, ignore_errors=True)
         sh("git", "checkout", "--", "dvc.lock", cwd=repo)
         sh("dvc", "repro", cwd=repo)
 
