@@ -37,9 +37,9 @@ from ebm.errors import DivergenceError, ParamsError  # noqa: E402
 from ebm.objectives import REGISTRY  # noqa: E402
 from ebm.eval.run import evaluate  # noqa: E402
 from ebm.provenance import pick_device  # noqa: E402
+from ebm.report.versus import GENERATIVE, versus_softmax  # noqa: E402
 from ebm.train import train  # noqa: E402
 
-GENERATIVE = ("logpx", "pxgrad")  # the scores of p(x) (issue 17: "its generative score")
 
 # name -> (overrides, what it tests). {o}: the objective's own section.
 CANDIDATES: dict[str, tuple[dict, str]] = {
@@ -160,9 +160,9 @@ def print_table(rows: list[dict]) -> None:
 
 def bar(r: dict, ref: dict | None) -> str:
     """Row ``r`` against issue 17's bar, set by ``ref`` (softmax's base row of the same dataset and
-    overrides): accuracy within 3 points, ECE lower, and on every OOD set of both rows a generative score
-    (``logpx`` or ``pxgrad``, not ``maxprob``) above ref's same score. Accuracy is compared as printed (to
-    0.1), so 3.0 behind is within. ``-`` for softmax itself, ``diverged`` for a run that diverged, and
+    overrides), as the report's seed table judges it (:func:`ebm.report.versus.versus_softmax`): accuracy
+    within 3 points, ECE lower, and on every OOD set of both rows a generative score (``logpx`` or
+    ``pxgrad``, not ``maxprob``) above ref's same score. ``-`` for softmax itself, ``diverged`` for a run that diverged, and
     ``no reference`` where the file has no softmax base row that finished for that dataset and overrides."""
     if r["objective"] == "softmax":
         return "-"
@@ -170,9 +170,7 @@ def bar(r: dict, ref: dict | None) -> str:
         return "diverged"
     if ref is None:
         return "no reference"
-    sets = [s for s in r["ood"] if s in ref["ood"]]
-    ood = bool(sets) and all(any(r["ood"][s][k] > ref["ood"][s][k] for k in GENERATIVE) for s in sets)
-    marks = {"acc": round(r["accuracy"] - ref["accuracy"], 1) >= -3, "ECE": r["ece"] < ref["ece"], "OOD": ood}
+    marks = versus_softmax(r, ref)
     return " ".join(f"{k} {'✓' if ok else '✗'}" for k, ok in marks.items())
 
 

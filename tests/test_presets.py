@@ -141,3 +141,38 @@ def test_preset_runs_the_papers_p_x_schedule(paper, path):
     cfg = getattr(parse_params(run_raw(paper, path.stem)).train, obj)
     assert (cfg.px_start, cfg.px_ramp, cfg.px_until) == (0, 0, 1.0)
     assert getattr(parse_params(load_raw(REPO / "params.yaml")).train, obj).px_until < 1
+
+
+def test_seeds_add_each_run_again_with_only_its_training_seed_changed(tmp_path, capsys):
+    """`python -m pipeline.runset --seeds 1 2`: the grid and the named runs stay; each run gains
+    `<run>-seed<S>` whose effective params differ from its own in `train.common.seed` alone."""
+    from ebm.report.seeds import seed_variant
+
+    base = load_raw(REPO / "params.yaml")
+    base["runs"] = {"wide": {"objective": "jem", "dataset": "shapes", "model": {"width": 2},
+                             "train": {"common": {"lr": 0.001}}}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    assert main(["--seeds", "1", "2", "--params", str(tmp_path / "base.yaml"), "--out", str(tmp_path / "p.yaml")]) == 0
+    doc = load_raw(tmp_path / "p.yaml")
+    parse_params(doc)
+    assert doc["objectives"] == base["objectives"] and doc["datasets"] == base["datasets"]
+    expected = {"wide"} | {f"{r}-seed{s}" for r in [*base["objectives"], "wide"] for s in (1, 2)}
+    assert set(doc["runs"]) == expected
+    for name in expected - {"wide"}:
+        run, seed = name.rsplit("-seed", 1)
+        own = run_raw(doc, "wide") if run == "wide" else {**doc, "objectives": [run], "runs": {}}
+        mine = run_raw(doc, name)
+        assert mine["train"]["common"]["seed"] == int(seed) != own["train"]["common"]["seed"]
+        mine["train"]["common"]["seed"] = own["train"]["common"]["seed"]
+        assert {k: mine[k] for k in ("model", "train", "generate", "evaluate")} == \
+            {k: own[k] for k in ("model", "train", "generate", "evaluate")}, name
+        assert seed_variant(doc, name) == seed_variant(doc, run)  # a grid run (no entry): {}
+    assert seed_variant(doc, "wide") == {"model": {"width": 2}, "train": {"common": {"lr": 0.001}}}
+    # refused, one line each: a seed a run already has, a repeated seed, nothing to do
+    assert main(["--seeds", "0", "--params", str(tmp_path / "base.yaml")]) == 2
+    assert "run 'softmax' already trains with seed 0" in capsys.readouterr().err
+    assert main(["--seeds", "3", "3", "--params", str(tmp_path / "base.yaml")]) == 2
+    assert "repeats a seed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--params", str(tmp_path / "base.yaml")])
+    assert "give partial params files, --seeds, or both" in capsys.readouterr().err

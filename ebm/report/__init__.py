@@ -1,6 +1,7 @@
 """The report: per dataset, a table with a row per objective (ours beside the papers' numbers),
 reliability diagrams, OOD score histograms and ROC curves, robustness curves, sample grids, training
-curves; the pretraining table over the loss weight; the parameters that differ between the runs.
+curves; the seed replicates of a run as one row (mean ± spread); the pretraining table over the loss weight;
+the parameters that differ between the runs.
 
 Reads the stage outputs at the paths the stage table gives (``pipeline.stages.report_inputs``,
 relative to a root folder) and writes ``index.html`` and ``report.md`` with the figures beside them.
@@ -16,6 +17,7 @@ from ebm.artifacts import read_captions, read_metrics, read_series
 from ebm.report.figures import plot_curves, plot_ood, plot_pretrain, plot_reliability, plot_robustness
 from ebm.report.render import html_page, markdown
 from ebm.report.runs import GRIDS, INPUTS, Run, Section, collect_runs
+from ebm.report.seeds import seeds_table
 from ebm.report.tables import differing_params, pretrain_table, results_table
 
 __all__ = ["INPUTS", "differing_params", "write_report"]
@@ -26,6 +28,12 @@ def _dataset_section(runs: list[Run], d: str, out: Path) -> Section:
     sec = Section(f"Dataset {d}")
     header, rows = results_table(sel, sec.notes)
     sec.tables.append((f"results-{d}", header, rows))
+    if (seeds := seeds_table(sel)) is not None:
+        sec.tables.append((f"seeds-{d}", *seeds))
+        sec.notes.append(f"Seeds ({d}): the runs of one objective that differ in their training seed alone "
+                         "(python -m pipeline.runset --seeds), one row each: mean ± standard deviation over the "
+                         "seeds; the last column counts, over the seeds softmax's group of the same settings also "
+                         "ran, the seeds where each mark holds.")
     for fn, name, cap in ((plot_reliability, f"reliability_{d}.png", f"Reliability diagrams on {d}"),
                           (plot_robustness, f"robustness_{d}.png", f"Accuracy under PGD on {d}"),
                           (plot_curves, f"curves_{d}.png", f"Training curves on {d}")):

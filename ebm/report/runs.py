@@ -27,6 +27,7 @@ class Run:
     reliability: list[dict] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
     scores: dict[str, np.ndarray] = field(default_factory=dict)  # "set/score" → per-image scores
+    variant: dict | None = None  # its overrides without the training seed (ebm.report.seeds.seed_variant); None: its own
 
     def __post_init__(self):
         self.run = self.run or self.objective
@@ -51,7 +52,8 @@ class Section:
 
 
 def collect_runs(root: Path, items: list[dict[str, str]], inputs: dict[str, str]) -> list[Run]:
-    """``items``: the runs, ``{"run", "objective", "dataset"}`` each (ebm.config.run_items)."""
+    """``items``: the runs, ``{"run", "objective", "dataset"}`` each (ebm.config.run_items), and optionally
+    ``"variant"`` (ebm.report.seeds.seed_variant), which groups a run's seed replicates."""
     runs = []
     for it in items:
         def at(key: str) -> Path:
@@ -60,5 +62,5 @@ def collect_runs(root: Path, items: list[dict[str, str]], inputs: dict[str, str]
         runs.append(Run(it["objective"], it["dataset"], it["run"], metrics=read_metrics(at("metrics")),
                         summary=read_metrics(at("summary")), grids={g: p for g, p in grids.items() if p.is_file()},
                         scores=read_scores(at("scores")), reliability=read_reliability(at("reliability")),
-                        history=read_history(at("history"))))
+                        history=read_history(at("history")), variant=it.get("variant")))
     return runs
