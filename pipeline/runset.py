@@ -2,7 +2,7 @@
 and seed replicates of every run.
 
     python -m pipeline.runset configs/paper/*.yaml --out params.yaml   # then one `dvc repro` / `snakemake`
-    python -m pipeline.runset --seeds 1 2 --out params.yaml            # each run again with seeds 1 and 2
+    python -m pipeline.runset --seeds 1,2 --out params.yaml            # each run again with seeds 1 and 2
 
 Each file names one objective and one dataset (``objectives: [o]``, ``datasets: [d]``) and may set
 ``data.<d>``, ``model``, ``train``, ``generate`` and ``evaluate``. It becomes ``runs.<file stem>``: its
@@ -11,14 +11,16 @@ dataset's shared section (a dataset's data stage runs once; files that set it di
 The result is the base params file (``--params``) with the grid off (``objectives: []``), the files'
 datasets, and their runs. It is checked with the strict loader before anything is written.
 
-``--seeds S …`` adds, for every run (the grid's and the named ones, after the files' are made), a named
-run ``<run>-seed<S>`` per seed: the same overrides with ``train.common.seed: S``. The report's table
+``--seeds S,…`` adds, for every run (the grid's and the named ones, after the files' are made), a named
+run ``<run>-seed<S>`` per seed: the same overrides with ``train.common.seed: S``; a run's earlier
+replicates are replicated once, through it. The report's table
 "Seeds" groups the replicates of a run and gives each metric's mean and spread.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 from pathlib import Path
 
@@ -70,20 +72,29 @@ def run_set(base: dict, files: list[Path]) -> dict:
 
 
 def seed_runs(raw: dict, seeds: list[int]) -> dict:
-    """``raw`` plus, for every run of it and every seed, ``runs.<run>-seed<S>``: that run's overrides with
-    ``train.common.seed`` set to S. Raises ParamsError for a seed a run already trains with, or a taken name."""
+    """``raw`` plus, for every group of its runs that differ in their training seed alone (one objective,
+    dataset and :func:`~ebm.report.seeds.seed_variant`; a single run, or the replicates of an earlier
+    ``--seeds``) and every seed, ``runs.<run>-seed<S>``: the group's first run's overrides with
+    ``train.common.seed`` S. Raises ParamsError for a seed the group already trains with, a repeated seed
+    or a taken name."""
+    from ebm.report.seeds import seed_variant
+
     if len(set(seeds)) != len(seeds):
-        raise ParamsError(f"--seeds: {seeds} repeats a seed")
+        raise ParamsError(f"--seeds: {','.join(map(str, seeds))} repeats a seed")
+    named = raw.get("runs") or {}
+    groups: dict[str, tuple[str, dict, set[int]]] = {}  # key → (first run, its spec, the seeds it trains with)
+    for it in run_items(raw):  # at least one: the strict loader refuses a file without runs
+        spec = named.get(it["run"]) or {"objective": it["objective"], "dataset": it["dataset"]}
+        seed = ((spec.get("train") or {}).get("common") or {}).get("seed", raw["train"]["common"]["seed"])
+        key = json.dumps([it["objective"], it["dataset"], seed_variant(raw, it["run"])], sort_keys=True)
+        groups.setdefault(key, (it["run"], spec, set()))[2].add(seed)
     out = copy.deepcopy(raw)
-    out["runs"] = runs = dict(out.get("runs") or {})
-    for item in run_items(raw):
-        spec = copy.deepcopy((raw.get("runs") or {}).get(item["run"])
-                             or {"objective": item["objective"], "dataset": item["dataset"]})
-        own = ((spec.get("train") or {}).get("common") or {}).get("seed", raw["train"]["common"]["seed"])
+    out["runs"] = runs = dict(named)
+    for run, spec, taken in groups.values():
         for seed in seeds:
-            name = f"{item['run']}-seed{seed}"
-            if seed == own:
-                raise ParamsError(f"--seeds: run {item['run']!r} already trains with seed {seed}")
+            name = f"{run}-seed{seed}"
+            if seed in taken:
+                raise ParamsError(f"--seeds: run {run!r} (or a replicate of it) already trains with seed {seed}")
             if name in runs:
                 raise ParamsError(f"--seeds: a run named {name!r} exists already")
             runs[name] = copy.deepcopy(spec)
@@ -91,11 +102,18 @@ def seed_runs(raw: dict, seeds: list[int]) -> dict:
     return out
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 1,2; got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("files", nargs="*", type=Path, help="partial params files, one run each")
-    p.add_argument("--seeds", nargs="+", type=int, default=[], metavar="S",
-                   help="add each run again with train.common.seed S (a run named <run>-seed<S>)")
+    p.add_argument("--seeds", type=_seed_list, default=[], metavar="S,S,...",
+                   help="add each run again with train.common.seed S, for each S (runs named <run>-seed<S>)")
     p.add_argument("--params", default="params.yaml", help="the base params file (default: params.yaml)")
     p.add_argument("--out", default=None, help="write here (default: print)")
     args = p.parse_args(argv)
@@ -112,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    given = " ".join([*map(str, args.files), *(["--seeds", *map(str, args.seeds)] if args.seeds else [])])
+    given = " ".join([*map(str, args.files), *(["--seeds", ",".join(map(str, args.seeds))] if args.seeds else [])])
     what = (" The grid is off; each file is a named run under `runs`." if args.files else "")
     what += (f" Each run is again a named run per seed ({', '.join(map(str, args.seeds))}): <run>-seed<S>."
              if args.seeds else "")

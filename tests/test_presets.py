@@ -144,23 +144,26 @@ def test_preset_runs_the_papers_p_x_schedule(paper, path):
 
 
 def test_seeds_add_each_run_again_with_only_its_training_seed_changed(tmp_path, capsys):
-    """`python -m pipeline.runset --seeds 1 2`: the grid and the named runs stay; each run gains
-    `<run>-seed<S>` whose effective params differ from its own in `train.common.seed` alone."""
+    """`python -m pipeline.runset --seeds 1,2`: the grid and the named runs stay; each run gains
+    `<run>-seed<S>` whose effective params differ from its own in `train.common.seed` alone; run again on
+    its own output, it replicates each group once; what would train a seed twice is refused."""
     from ebm.report.seeds import seed_variant
 
     base = load_raw(REPO / "params.yaml")
     base["runs"] = {"wide": {"objective": "jem", "dataset": "shapes", "model": {"width": 2},
-                             "train": {"common": {"lr": 0.001}}}}
+                             "train": {"common": {"lr": 0.001}}},
+                    "seven": {"objective": "softmax", "dataset": "shapes", "model": {"width": 2},
+                              "train": {"common": {"seed": 7}}}}
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    assert main(["--seeds", "1", "2", "--params", str(tmp_path / "base.yaml"), "--out", str(tmp_path / "p.yaml")]) == 0
+    assert main(["--seeds", "1,2", "--params", str(tmp_path / "base.yaml"), "--out", str(tmp_path / "p.yaml")]) == 0
     doc = load_raw(tmp_path / "p.yaml")
     parse_params(doc)
     assert doc["objectives"] == base["objectives"] and doc["datasets"] == base["datasets"]
-    expected = {"wide"} | {f"{r}-seed{s}" for r in [*base["objectives"], "wide"] for s in (1, 2)}
+    expected = {"wide", "seven"} | {f"{r}-seed{s}" for r in [*base["objectives"], "wide", "seven"] for s in (1, 2)}
     assert set(doc["runs"]) == expected
-    for name in expected - {"wide"}:
+    for name in expected - {"wide", "seven"}:
         run, seed = name.rsplit("-seed", 1)
-        own = run_raw(doc, "wide") if run == "wide" else {**doc, "objectives": [run], "runs": {}}
+        own = run_raw(doc, run) if run in ("wide", "seven") else {**doc, "objectives": [run], "runs": {}}
         mine = run_raw(doc, name)
         assert mine["train"]["common"]["seed"] == int(seed) != own["train"]["common"]["seed"]
         mine["train"]["common"]["seed"] = own["train"]["common"]["seed"]
@@ -168,11 +171,19 @@ def test_seeds_add_each_run_again_with_only_its_training_seed_changed(tmp_path, 
             {k: own[k] for k in ("model", "train", "generate", "evaluate")}, name
         assert seed_variant(doc, name) == seed_variant(doc, run)  # a grid run (no entry): {}
     assert seed_variant(doc, "wide") == {"model": {"width": 2}, "train": {"common": {"lr": 0.001}}}
-    # refused, one line each: a seed a run already has, a repeated seed, nothing to do
-    assert main(["--seeds", "0", "--params", str(tmp_path / "base.yaml")]) == 2
-    assert "run 'softmax' already trains with seed 0" in capsys.readouterr().err
-    assert main(["--seeds", "3", "3", "--params", str(tmp_path / "base.yaml")]) == 2
-    assert "repeats a seed" in capsys.readouterr().err
+    assert seed_variant(doc, "seven") == {"model": {"width": 2}}
+    # again, on its own output: each group of seed replicates gains one run per new seed
+    assert main(["--seeds", "3", "--params", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "p3.yaml")]) == 0
+    added = set(load_raw(tmp_path / "p3.yaml")["runs"]) - expected
+    assert added == {f"{r}-seed3" for r in [*base["objectives"], "wide", "seven"]}
+    # refused, one line each: a seed a run (or its replicates) already has, a repeated seed; nothing to do
+    for seeds, params, err in (("0", "base.yaml", "run 'softmax' (or a replicate of it) already trains with seed 0"),
+                               ("7", "base.yaml", "run 'seven' (or a replicate of it) already trains with seed 7"),
+                               ("2", "p.yaml", "run 'softmax' (or a replicate of it) already trains with seed 2"),
+                               ("3,3", "base.yaml", "3,3 repeats a seed")):
+        assert main(["--seeds", seeds, "--params", str(tmp_path / params)]) == 2
+        assert err in capsys.readouterr().err
+
     with pytest.raises(SystemExit):
         main(["--params", str(tmp_path / "base.yaml")])
     assert "give partial params files, --seeds, or both" in capsys.readouterr().err

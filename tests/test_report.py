@@ -134,13 +134,12 @@ def test_sample_sizes_beside_is_fid_and_grid_captions_name_the_sampler(report):
     assert "Samples of jem/cifar10: unconditional, fresh chains (jem sampler: made by test)" in page
 
 
-def _seed_run(root: Path, run: str, o: str, seed: int, acc: float, ece: float, logpx: float, pxgrad: float,
-              params: dict | None = None) -> None:
-    """A run of `shapes` whose summary records its training seed and whose metrics are the given ones."""
+def _seed_run(root: Path, run: str, seed: int, acc: float, ece: float, logpx: float, pxgrad: float) -> None:
+    """A finished run of `shapes` whose summary records its training seed and whose metrics are the given ones."""
     _run(root, run, "shapes", seed)
     tr, ev = root / "train" / run / "shapes", root / "evaluate" / run / "shapes"
     summary = json.loads((tr / "summary.json").read_text())
-    summary["params"] = {"model": {"depth": 10}, "train.common": {"seed": seed, "lr": 0.003}, **(params or {})}
+    summary["params"] = {"model": {"depth": 10}, "train.common": {"seed": seed, "lr": 0.003}}
     (tr / "summary.json").write_text(json.dumps(summary))
     metrics = json.loads((ev / "metrics.json").read_text())
     metrics.update(accuracy=acc, ece=ece, ood_auroc={"noise": {"logpx": logpx, "maxprob": 0.5, "pxgrad": pxgrad}})
@@ -148,24 +147,34 @@ def _seed_run(root: Path, run: str, o: str, seed: int, acc: float, ece: float, l
 
 
 def test_seed_replicates_are_one_row_with_their_spread_and_their_marks_against_softmax(tmp_path):
-    """`pipeline.runset --seeds 1 2` over a grid of softmax and jem and a named jem run: the report's
-    "Seeds" table has a row per objective (and per named run) with the mean ± sd of each metric over its
-    seeds, and counts, on the seeds softmax also ran, the seeds where each mark of issue 17's bar holds."""
+    """`pipeline.runset --seeds 1,2` over a grid of softmax and jem and named runs: the report's "Seeds" table
+    has a row per group of runs that differ in their seed alone and have two or more finished seeds, named
+    after the run replicated, with the mean ± sd of each metric, and counts, on the seeds softmax's group of
+    the same shared settings also ran, the seeds where each mark of issue 17's bar holds."""
     from pipeline.report import report_items
     from pipeline.runset import seed_runs
 
     raw = {"objectives": ["softmax", "jem"], "datasets": ["shapes"], "train": {"common": {"seed": 0}},
-           "runs": {"wide": {"objective": "jem", "dataset": "shapes", "model": {"width": 2}}}}
+           "runs": {"wide": {"objective": "jem", "dataset": "shapes", "model": {"width": 2}},
+                    "smooth": {"objective": "softmax", "dataset": "shapes", "train": {"softmax": {"label_smoothing": 0.1}}},
+                    "five": {"objective": "jem", "dataset": "shapes", "model": {"width": 3}, "train": {"common": {"seed": 5}}},
+                    "lone": {"objective": "jem", "dataset": "shapes", "model": {"width": 4}}}}
     raw = seed_runs(raw, [1, 2])
     data = tmp_path / "data"
     # softmax: seeds 0 and 2 finished (its seed 1 is missing); jem: seeds 0, 1, 2
-    _seed_run(data, "softmax", "softmax", 0, 0.95, 0.020, 0.30, 0.60)
-    _seed_run(data, "softmax-seed2", "softmax", 2, 0.96, 0.030, 0.30, 0.60)
-    _seed_run(data, "jem", "jem", 0, 0.92, 0.010, 0.90, 0.10)      # within 3, ECE lower, logpx higher
-    _seed_run(data, "jem-seed1", "jem", 1, 0.93, 0.050, 0.10, 0.10)  # not paired: softmax's seed 1 is missing
-    _seed_run(data, "jem-seed2", "jem", 2, 0.92, 0.040, 0.20, 0.70)  # 4 behind, ECE higher, pxgrad higher
-    _seed_run(data, "wide", "jem", 0, 0.90, 0.02, 0.5, 0.5, {"model": {"depth": 10, "width": 2}})
-    _seed_run(data, "wide-seed1", "jem", 1, 0.80, 0.04, 0.5, 0.5, {"model": {"depth": 10, "width": 2}})
+    _seed_run(data, "softmax", 0, 0.95, 0.020, 0.30, 0.60)
+    _seed_run(data, "softmax-seed2", 2, 0.96, 0.030, 0.30, 0.60)
+    _seed_run(data, "jem", 0, 0.92, 0.010, 0.90, 0.10)      # within 3, ECE lower, logpx higher
+    _seed_run(data, "jem-seed1", 1, 0.93, 0.050, 0.10, 0.10)  # not paired: softmax's seed 1 is missing
+    _seed_run(data, "jem-seed2", 2, 0.92, 0.040, 0.20, 0.70)  # 4 behind, ECE higher, pxgrad higher
+    # label smoothing: a softmax group of its own, never the reference (its ECE would make jem's 0 of 2 read 2 of 2)
+    _seed_run(data, "smooth", 0, 0.95, 0.500, 0.3, 0.6)
+    _seed_run(data, "smooth-seed2", 2, 0.95, 0.500, 0.3, 0.6)
+    _seed_run(data, "wide", 0, 0.90, 0.02, 0.5, 0.5)
+    _seed_run(data, "wide-seed1", 1, 0.80, 0.04, 0.5, 0.5)
+    _seed_run(data, "five", 5, 0.90, 0.02, 0.5, 0.5)         # its own seed is not the lowest of its group
+    _seed_run(data, "five-seed2", 2, 0.90, 0.03, 0.5, 0.5)
+    _seed_run(data, "lone", 0, 0.90, 0.02, 0.5, 0.5)         # one finished seed: no row
     out = tmp_path / "report"
     out.mkdir()
     write_report(tmp_path, out, report_items(raw), ["shapes"], inputs=report_inputs(), provenance={})
@@ -173,7 +182,7 @@ def test_seed_replicates_are_one_row_with_their_spread_and_their_marks_against_s
     table = re.search(r"<table id='seeds-shapes'>(.*?)</table>", page).group(1)
     rows = {run: re.findall(r"<td>([^<]*)</td>", cells)
             for run, cells in re.findall(r"<tr data-run='([^']+)'>(.*?)</tr>", table)}
-    assert list(rows) == ["softmax/shapes+seeds", "jem/shapes+seeds", "wide/shapes+seeds"]
+    assert list(rows) == [f"{r}/shapes+seeds" for r in ("softmax", "jem", "wide", "smooth", "five")]
     header = re.findall(r"<th>([^<]*)</th>", table)
     assert header[:5] == ["objective", "dataset", "seeds", "accuracy %", "ECE %"]
     col = {h: i for i, h in enumerate(header)}
@@ -184,14 +193,29 @@ def test_seed_replicates_are_one_row_with_their_spread_and_their_marks_against_s
     assert jem[col["ECE %"]] == "3.33 ± 2.08"
     assert jem[col["AUROC noise (logpx)"]] == "0.400 ± 0.436"
     assert jem[-1] == "1 of 2 · 1 of 2 · 2 of 2"  # seeds 0 and 2: accuracy, ECE, a generative score
-    assert rows["softmax/shapes+seeds"][-1] == "–"
+    assert rows["softmax/shapes+seeds"][-1] == rows["smooth/shapes+seeds"][-1] == "–"
     assert rows["wide/shapes+seeds"][0] == "jem (wide)"
     assert rows["wide/shapes+seeds"][-1] == "no softmax group with these settings and seeds"
-    # the results table keeps a row per run: 3 runs and 2 seeds of each, the 2 without outputs too
+    assert rows["five/shapes+seeds"][:3] == ["jem (five)", "shapes", "2, 5"]
+    # the results table keeps a row per run: 6 runs and 2 seeds of each, those without outputs too
     results = re.search(r"<table id='results-shapes'>(.*?)</table>", page).group(1)
-    assert len(re.findall(r"<tr data-run=", results)) == 9
+    assert len(re.findall(r"<tr data-run=", results)) == 18
     assert "| jem | shapes | 0, 1, 2 | 92.33 ± 0.58 | 3.33 ± 2.08 |" in (out / "report.md").read_text()
 
 
 def test_a_report_without_seed_replicates_has_no_seeds_table(report):
     assert "id='seeds-" not in (report / "index.html").read_text()
+
+
+def test_seed_groups_skip_runs_without_accuracy_or_ece():
+    """A metrics.json without accuracy or ECE (a partial file) leaves its run out of the seed table
+    instead of breaking the report: with it, this group has one scored seed, so no row."""
+    from ebm.report.runs import Run
+    from ebm.report.seeds import seeds_table
+
+    def run(name: str, seed: int, metrics: dict) -> Run:
+        return Run("jem", "shapes", name, metrics=metrics, summary={"params": {"train.common": {"seed": seed}}},
+                   variant={})
+    scored = {"accuracy": 0.9, "ece": 0.02, "ood_auroc": {}}
+    assert seeds_table([run("jem", 0, scored), run("jem-seed1", 1, {"accuracy": 0.9})]) is None
+    assert seeds_table([run("jem", 0, scored), run("jem-seed1", 1, scored)]) is not None
